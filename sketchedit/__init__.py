@@ -1,0 +1,45 @@
+"""sketchedit: a readable re-implementation of SketchEdit (Zeng, Lin, Patel, CVPR 2022).
+
+Mask-free local image manipulation with partial sketches: a user draws a few strokes on a
+photo; the *mask estimator* finds the region to change, the *style encoder* summarises the
+old content of that region into a structure-agnostic *style vector*, and a two-stage
+*generator* paints new content that follows the strokes, blended back with the soft mask.
+
+Modules, one idea each (see README.md for the map to the paper):
+
+- :mod:`sketchedit.images`   the one image loader, tensor conventions (``[-1, 1]``)
+- :mod:`sketchedit.data`     photo sources, edges, random masks, warp pairs, Dataset
+- :mod:`sketchedit.nets`     mask estimator, generator, style encoder, contextual attention,
+  discriminator
+- :mod:`sketchedit.weights`  official-checkpoint mapping and our own checkpoint format
+- :mod:`sketchedit.losses`   hinge GAN, L1, mask-estimator and VGG-19 perceptual losses
+- :mod:`sketchedit.inference` run both networks on an image of any size
+
+Importing this package does not import Jupyter, ipywidgets or ipycanvas.
+"""
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+# Public names resolved lazily, so `import sketchedit` stays light and never pulls in the
+# notebook stack (the widget module imports ipycanvas only when it is used).
+_LAZY = {
+    "MaskEstimator": "sketchedit.nets",
+    "Generator": "sketchedit.nets",
+    "Discriminator": "sketchedit.nets",
+    "edit_image": "sketchedit.inference",
+    "SketchEditor": "sketchedit.editor",
+    "EditResult": "sketchedit.editor",
+    "EditSession": "sketchedit.editor",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'sketchedit' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))
