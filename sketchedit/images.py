@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
+ImageLike = str | os.PathLike | Image.Image | np.ndarray
 
 #: What RGBA pixels are composited onto before the alpha channel is dropped.
 #: [ours] White, the usual "paper" a transparent sketch or photo is shown on.
@@ -125,7 +124,7 @@ def to_pil(tensor: torch.Tensor) -> Image.Image:
 
 
 def to_numpy01(tensor: torch.Tensor) -> np.ndarray:
-    """``(3, H, W)`` tensor in ``[-1, 1]`` -> ``(H, W, 3)`` float array in ``[0, 1]`` for plotting."""
+    """``(3, H, W)`` tensor in ``[-1, 1]`` -> ``(H, W, 3)`` float array in ``[0, 1]`` (plots)."""
     t = tensor.detach().float().cpu()
     if t.ndim == 4:
         t = t[0]

@@ -56,7 +56,8 @@ def show_grid(
         if i >= n:
             continue
         arr = as_display_array(images[i])
-        ax.imshow(arr, cmap="gray" if arr.ndim == 2 else None, vmin=0, vmax=1 if arr.ndim == 2 else None)
+        grey = arr.ndim == 2
+        ax.imshow(arr, cmap="gray" if grey else None, vmin=0, vmax=1 if grey else None)
         if titles is not None and i < len(titles):
             ax.set_title(titles[i], fontsize=9)
     if suptitle:
