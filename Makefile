@@ -31,7 +31,7 @@ run: $(STAMP)
 	mkdir -p figures runs/notebooks
 	for nb in $(NOTEBOOKS); do \
 	  echo "== $$nb"; \
-	  $(BIN)/papermill --log-level WARNING -k python3 --cwd notebooks "$$nb" "runs/notebooks/$$(basename $$nb)" || exit 1; \
+	  $(BIN)/papermill --log-level WARNING -k python3 --cwd notebooks -p figures_dir ../figures "$$nb" "runs/notebooks/$$(basename $$nb)" || exit 1; \
 	done
 	@echo "Figures written to figures/; executed notebooks in runs/notebooks/"
 
