@@ -66,7 +66,9 @@ def test_determinism_seed_and_epoch(photos, dataset):
     assert not _same(dataset[3], other[3])
     again.set_epoch(1)
     assert not _same(dataset[3], again[3])
-    assert again.photo_of(5).key == photos[1].key
+    assert again.photo_of(5).key == SketchEditDataset(photos, SIZE, seed=9).photo_of(5).key
+    plain = SketchEditDataset(photos, SIZE, samples_per_photo=4, balance_sources=False)
+    assert plain.photo_of(5).key == photos[1].key  # item i comes from photo i % n_photos
     assert _same(dataset[-1], dataset[len(dataset) - 1])
     with pytest.raises(IndexError):
         dataset[len(dataset)]
@@ -103,7 +105,7 @@ def test_balance_sources():
     sources = [ds.photo_of(i).source for i in range(len(ds))]
     assert sources.count("a") == sources.count("b") == 10
     assert {ds.photo_of(i).key for i in range(len(ds))} == {p.key for p in many + few}
-    plain = SketchEditDataset(many + few, SIZE, samples_per_photo=2)
+    plain = SketchEditDataset(many + few, SIZE, samples_per_photo=2, balance_sources=False)
     assert [plain.photo_of(i).source for i in range(len(plain))].count("a") == 4
 
 
