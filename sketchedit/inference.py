@@ -1,0 +1,302 @@
+"""Inference: from an image and a partial sketch to the edited image (method.md section 3).
+
+::
+
+    m = M(image, sketch)                     soft mask in (0, 1)   (or a mask the user gives)
+    h = (m > 0.5)                            hard mask
+    coarse, fine = G(image, sketch, mask=h, style_mask=h)
+    output = fine * m + image * (1 - m)      blended with the SOFT mask [code]
+
+The networks need H and W to be multiples of 8; :func:`run_sketchedit` accepts any size:
+
+- ``size_mode="pad"`` (default): reflect-pad right and bottom to the next multiple of 8 (at
+  least 16), run, crop back. Every input pixel is processed at its own resolution. [ours]
+  Image, sketch and a given mask are all mirrored, so the padding is a consistent mirror world
+  (mirrored old content next to a hole is hidden by the mirrored hole, not offered as "known").
+  Images smaller than the padding use replicate padding (reflection needs more pixels).
+- ``size_mode="resize"``: resize to the nearest multiple of 8 and back, as the official demo
+  does (it floors to ``h // 8 * 8``). The image is resized with antialiased bilinear
+  interpolation. A 1-px stroke would fade to grey, or vanish, under bilinear resizing, so the
+  sketch is resized with an adaptive **max** pool instead: a target pixel is a stroke if any
+  source pixel under it is one (strokes survive, at worst 2 px wide). [ours]
+
+In both modes the final blend happens at the input's own resolution with the original image,
+so pixels where the soft mask is ~0 come back unchanged (no resampling blur outside the edit).
+
+Speed (see ``benchmarks/inference.py``). Always: ``torch.inference_mode``, the mask
+estimator's RGB head is skipped (a third of its work), the gated convs gate in place, and
+denormal floats are flushed to zero while the networks run (sigmoid gates produce them, x86
+arithmetic on denormals is many times slower, and the change is below 1e-38). Opt-in, same
+numbers up to float rounding: ``channels_last=True`` (the memory layout oneDNN convolutions
+prefer) and ``subpixel=True`` (up-convolutions computed at the low resolution). Opt-in and
+*not* exact: ``bf16=True`` (bfloat16 autocast; fast only on CPUs with native bf16).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import warnings
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sketchedit.nets.blocks import subpixel_upsampling
+from sketchedit.nets.generator import MIN_SIDE, Generator
+from sketchedit.nets.mask_estimator import MaskEstimator
+
+__all__ = ["InferenceOutput", "edit_image", "resize_sketch", "run_sketchedit", "working_size"]
+
+#: The networks need sides that are multiples of this. [code]
+MULTIPLE = 8
+
+
+@dataclasses.dataclass
+class InferenceOutput:
+    """Everything :func:`run_sketchedit` computed, at the input's ``H, W``.
+
+    Attributes:
+        output: ``(B, 3, H, W)`` in [-1, 1], the edited image ``fine * m + image * (1 - m)``.
+        soft_mask: ``(B, 1, H, W)`` in [0, 1], ``m``: the predicted (or the given) soft mask.
+        used_mask: ``(B, 1, H, W)`` in {0, 1}, the hard mask ``m > 0.5`` the generator got.
+        coarse: ``(B, 3, H, W)``, the generator's coarse stage.
+        fine: ``(B, 3, H, W)``, the generator's fine stage (before the soft blend).
+    """
+
+    output: torch.Tensor
+    soft_mask: torch.Tensor
+    used_mask: torch.Tensor
+    coarse: torch.Tensor
+    fine: torch.Tensor
+
+
+def working_size(height: int, width: int, size_mode: str = "pad") -> tuple[int, int]:
+    """The ``(H, W)`` the networks run at for an input of ``height x width``.
+
+    ``"pad"``: the next multiple of 8 (at least 16). ``"resize"``: the nearest multiple of 8
+    (at least 16).
+    """
+    if size_mode == "pad":
+        side = lambda s: max(MIN_SIDE, -(-s // MULTIPLE) * MULTIPLE)  # noqa: E731
+    elif size_mode == "resize":
+        side = lambda s: max(MIN_SIDE, int(round(s / MULTIPLE)) * MULTIPLE)  # noqa: E731
+    else:
+        raise ValueError(f"size_mode must be 'pad' or 'resize', got {size_mode!r}")
+    return side(height), side(width)
+
+
+# --- getting to and back from the working size -------------------------------------------------
+def _pad(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Pad right/bottom to ``size``: reflect, or replicate where the image is too small."""
+    pad_h, pad_w = size[0] - x.shape[2], size[1] - x.shape[3]
+    if pad_h == 0 and pad_w == 0:
+        return x
+    mode = "reflect" if pad_h < x.shape[2] and pad_w < x.shape[3] else "replicate"
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+
+def _resize_image(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def resize_sketch(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Stroke-preserving resize of ``(B, 1, H, W)`` strokes to ``size``. [ours]
+
+    A target pixel is a stroke if any source pixel under it is one (adaptive max pooling), so
+    1-px lines stay connected and binary instead of fading to grey as under bilinear.
+    """
+    if tuple(x.shape[2:]) == tuple(size):
+        return x
+    return F.adaptive_max_pool2d(x, size)
+
+
+def _check_inputs(image, sketch, mask):
+    def check(name, x, channels):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+        if x.dim() != 4 or x.shape[1] != channels:
+            raise ValueError(f"{name} must have shape (B, {channels}, H, W), got {tuple(x.shape)}")
+        if x.shape[0] == 0 or x.shape[2] == 0 or x.shape[3] == 0:
+            raise ValueError(f"{name} is empty: shape {tuple(x.shape)}")
+        if x is not image and (x.shape[0] != image.shape[0] or x.shape[2:] != image.shape[2:]):
+            raise ValueError(
+                f"{name} has shape {tuple(x.shape)} but the image has {tuple(image.shape)}"
+            )
+        low, high = torch.aminmax(x)
+        if torch.isnan(low) or torch.isnan(high):
+            raise ValueError(f"{name} contains NaN values")
+        lo, hi = (-1.0, 1.0) if channels == 3 else (0.0, 1.0)
+        tol = 1e-3
+        if low < lo - tol or high > hi + tol:
+            raise ValueError(
+                f"{name} must lie in [{lo:g}, {hi:g}], got values in [{low:.4g}, {high:.4g}]"
+                + (" (convert images with sketchedit.images.to_tensor)" if channels == 3 else "")
+            )
+
+    check("image", image, 3)
+    check("sketch", sketch, 1)
+    if mask is not None:
+        check("mask", mask, 1)
+
+
+@contextlib.contextmanager
+def _flushing_denormals(enabled: bool):
+    """Flush denormal floats to zero inside the block (restored afterwards)."""
+    if not enabled:
+        yield
+        return
+    # set_flush_denormal returns False where the CPU has no such mode (then nothing changes).
+    changed = torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if changed:
+            torch.set_flush_denormal(False)
+
+
+@torch.inference_mode()
+def run_sketchedit(
+    mask_estimator: MaskEstimator | None,
+    generator: Generator,
+    image: torch.Tensor,
+    sketch: torch.Tensor,
+    *,
+    mask: torch.Tensor | None = None,
+    size_mode: Literal["pad", "resize"] = "pad",
+    channels_last: bool = False,
+    subpixel: bool = False,
+    bf16: bool = False,
+    flush_denormal: bool = True,
+) -> InferenceOutput:
+    """Edit ``image`` following the partial ``sketch``; any ``H, W``.
+
+    Args:
+        mask_estimator: predicts the soft mask; may be ``None`` when ``mask`` is given.
+        generator: the coarse-to-fine generator.
+        image: ``(B, 3, H, W)`` in [-1, 1].
+        sketch: ``(B, 1, H, W)`` in {0, 1}, 1 = stroke.
+        mask: optional ``(B, 1, H, W)`` in [0, 1]; replaces the predicted soft mask (then the
+            mask estimator is not run): thresholded at 0.5 for the generator, soft for the blend.
+        size_mode: ``"pad"`` or ``"resize"`` (see the module docstring).
+        channels_last: run the networks in the channels-last memory layout (the layout oneDNN
+            convolutions prefer; same result up to float rounding). The networks are not
+            modified.
+        subpixel: compute each "nearest x2 upsampling + 3x3 conv" as four 2x2 convs at the low
+            resolution (:func:`sketchedit.nets.blocks.upconv_subpixel`): 2.25x fewer
+            multiply-adds in those layers, same result up to float rounding.
+        bf16: bfloat16 autocast for the networks: faster on CPUs with native bf16 (AVX-512 BF16,
+            AMX), *much* slower elsewhere (a warning says so); not exact (opt-in).
+        flush_denormal: flush denormal floats to zero while the networks run (much faster on
+            x86; changes nothing above 1e-38).
+
+    Returns:
+        :class:`InferenceOutput` with everything at the input's ``H, W``, on its device, float32.
+    """
+    _check_inputs(image, sketch, mask)
+    if mask is None and mask_estimator is None:
+        raise ValueError("pass a mask_estimator, or a mask to use instead of its prediction")
+    height, width = image.shape[2:]
+    size = working_size(height, width, size_mode)
+    if size_mode == "pad":
+        to_work_image = to_work_strokes = to_work_mask = lambda x: _pad(x, size)  # noqa: E731
+        back = lambda x: x[:, :, :height, :width]  # noqa: E731
+        back_hard = back
+    else:
+        to_work_image, to_work_strokes = (
+            (lambda x: _resize_image(x, size)),
+            (lambda x: resize_sketch(x, size)),
+        )
+        to_work_mask = to_work_image
+        back = lambda x: _resize_image(x, (height, width))  # noqa: E731
+        back_hard = lambda x: F.interpolate(x, size=(height, width), mode="nearest")  # noqa: E731
+
+    work_image, work_sketch = to_work_image(image), to_work_strokes(sketch)
+    if channels_last:
+        work_image = work_image.contiguous(memory_format=torch.channels_last)
+        work_sketch = work_sketch.contiguous(memory_format=torch.channels_last)
+    if bf16 and image.device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        warnings.warn(
+            "bf16=True on a CPU without native bfloat16 support: the convolutions fall back to "
+            "a slow reference path (about 100x slower than float32 measured on an AVX2 CPU)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    autocast = (
+        torch.autocast(device_type=image.device.type, dtype=torch.bfloat16)
+        if bf16
+        else contextlib.nullcontext()
+    )
+    with _flushing_denormals(flush_denormal), autocast, subpixel_upsampling(subpixel):
+        if mask is None:
+            work_soft = mask_estimator.predict_mask(work_image, work_sketch).float()
+        else:
+            work_soft = to_work_mask(mask)
+            if channels_last:
+                work_soft = work_soft.contiguous(memory_format=torch.channels_last)
+        work_hard = (work_soft > 0.5).to(work_image.dtype)
+        coarse, fine = generator(work_image, work_sketch, work_hard, work_hard)
+
+    soft = mask.clamp(0, 1) if mask is not None else back(work_soft).clamp(0, 1)
+    fine = back(fine.float()).contiguous()
+    coarse = back(coarse.float()).contiguous()
+    used = back_hard(work_hard.float()).contiguous()
+    soft = soft.contiguous()
+    output = fine * soft + image * (1 - soft)  # the soft blend, at the input's resolution
+    return InferenceOutput(output=output, soft_mask=soft, used_mask=used, coarse=coarse, fine=fine)
+
+
+def edit_image(
+    mask_estimator: MaskEstimator | None,
+    generator: Generator,
+    image,
+    sketch,
+    *,
+    mask=None,
+    size_mode: Literal["pad", "resize"] = "pad",
+    **kwargs,
+):
+    """Convenience wrapper on PIL images / arrays: returns ``(edited PIL image, soft mask array)``.
+
+    ``image``: anything :func:`sketchedit.images.load_rgb` reads. ``sketch`` (and ``mask``): an
+    ``(H, W)`` array (or PIL "L" image) where non-zero = stroke (mask: values in [0, 1], or
+    0..255 for uint8). Runs on the networks' device; extra keywords go to
+    :func:`run_sketchedit`.
+    """
+    from sketchedit.images import load_rgb, to_pil, to_tensor
+
+    device = next(generator.parameters()).device
+    rgb = load_rgb(image)
+    img = to_tensor(rgb)[None].to(device)
+
+    def plane(x, name, binary):
+        arr = np.asarray(x)
+        if arr.ndim == 3 and arr.shape[2] in (1, 3, 4):
+            arr = arr[..., 0]
+        if arr.shape != (rgb.height, rgb.width):
+            raise ValueError(
+                f"{name} is {arr.shape} but the image is {(rgb.height, rgb.width)} (H, W)"
+            )
+        if binary:
+            arr = (arr > 0).astype(np.float32)
+        elif arr.dtype == np.uint8:
+            arr = arr.astype(np.float32) / 255.0
+        else:
+            arr = arr.astype(np.float32)
+        return torch.from_numpy(np.ascontiguousarray(arr))[None, None].to(device)
+
+    result = run_sketchedit(
+        mask_estimator,
+        generator,
+        img,
+        plane(sketch, "sketch", True),
+        mask=None if mask is None else plane(mask, "mask", False),
+        size_mode=size_mode,
+        **kwargs,
+    )
+    return to_pil(result.output[0]), result.soft_mask[0, 0].cpu().numpy()
