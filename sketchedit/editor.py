@@ -1,0 +1,690 @@
+"""The editing API: one photo + a partial sketch in, the edited photo and its mask out.
+
+This is the user-facing layer on top of :func:`sketchedit.inference.run_sketchedit`
+(method.md section 3). It accepts whatever a user has at hand (PIL images, numpy arrays,
+tensors, files; any size, greyscale or RGBA) and adds what the official code lacks
+(method.md section 6): the predicted mask is returned to the user, and the user can
+*revise* it (add and erase regions) before the generator runs.
+
+>>> editor = SketchEditor.from_pretrained()                       # doctest: +SKIP
+>>> result = editor.edit(photo, sketch)                           # doctest: +SKIP
+>>> result.image, result.soft_mask                                # doctest: +SKIP
+>>> fixed = editor.edit(photo, sketch, mask=MaskRevision(add=more, erase=less))  # doctest: +SKIP
+
+Conventions
+-----------
+Image
+    PIL image, numpy array (see :func:`sketchedit.images.load_rgb`), a path, or a tensor
+    ``(3, H, W)`` / ``(1, 3, H, W)`` in ``[-1, 1]``. Any size; greyscale, RGBA, palette... all
+    become RGB through the package's one loader.
+Sketch (1 = stroke)
+    The rule is "ink is non-zero on a zero background":
+
+    - bool arrays/tensors: ``True`` = stroke;
+    - float arrays/tensors: values must lie in ``[0, 1]``; ``> 0.5`` = stroke;
+    - integer arrays (uint8 ...): non-zero = stroke (so ``{0, 1}`` and ``{0, 255}`` both work);
+    - PIL images: modes "1", "L", "P", "RGB" -> greyscale, non-zero = stroke; modes with
+      alpha ("RGBA", "LA", "PA") -> the alpha channel, non-zero = stroke (a transparent
+      layer with the strokes drawn on it).
+
+    A sketch drawn as dark lines on white would mark almost every pixel as stroke; rather
+    than guessing, :meth:`SketchEditor.edit` raises a ValueError when more than
+    :data:`MAX_STROKE_FRACTION` of the pixels are strokes and tells you to invert it.
+Mask (1 = the region the generator may change)
+    bool -> {0, 1}; floats in ``[0, 1]`` are kept soft; integer arrays and PIL images are
+    divided by 255 unless their maximum is 1 (so ``{0, 1}`` and ``{0, 255}`` both work).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from sketchedit.images import load_rgb, to_pil, to_tensor
+
+#: Above this fraction of stroke pixels a sketch is rejected as probably inverted (dark lines
+#: on white). Real partial sketches cover 0.1-1 % of the pixels (method.md section 1). [ours]
+MAX_STROKE_FRACTION = 0.5
+
+#: Where :meth:`SketchEditor.from_pretrained` looks when no path is given.
+STARTER_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "starter.safetensors"
+
+SIZE_MODES = ("pad", "resize")
+
+ArrayLike = np.ndarray | torch.Tensor | Image.Image
+
+
+# --------------------------------------------------------------------------------------------
+# Input conversion: everything becomes PIL RGB (images) or float32 (H, W) arrays (masks).
+# --------------------------------------------------------------------------------------------
+def as_rgb(image: Any) -> Image.Image:
+    """Any supported image (see module docstring) -> 8-bit RGB PIL image."""
+    if isinstance(image, torch.Tensor):
+        t = image.detach().float().cpu()
+        if t.ndim == 4 and t.shape[0] == 1:
+            t = t[0]
+        if t.ndim != 3 or t.shape[0] not in (1, 3):
+            raise ValueError(
+                f"an image tensor must be (3, H, W) or (1, 3, H, W) in [-1, 1], "
+                f"got shape {tuple(image.shape)}"
+            )
+        if not torch.isfinite(t).all():
+            raise ValueError("image tensor contains NaN or infinite values")
+        if t.min() < -1.001 or t.max() > 1.001:
+            raise ValueError(
+                f"image tensors are expected in [-1, 1], got values in "
+                f"[{t.min().item():.3g}, {t.max().item():.3g}]"
+            )
+        return load_rgb(to_pil(t))
+    if isinstance(image, (Image.Image, np.ndarray, str, os.PathLike)):
+        return load_rgb(image)
+    raise TypeError(
+        f"image must be a PIL image, a numpy array, a path or a tensor, got {type(image).__name__}"
+    )
+
+
+def _to_2d_array(x: ArrayLike, what: str) -> np.ndarray:
+    """Tensor/array of shape (H, W), (H, W, 1), (1, H, W) or (1, 1, H, W) -> (H, W) array."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    if not isinstance(x, np.ndarray):
+        raise TypeError(
+            f"{what} must be a PIL image, a numpy array or a tensor, got {type(x).__name__}"
+        )
+    arr = x
+    while arr.ndim > 2 and arr.shape[0] == 1:  # (1, H, W), (1, 1, H, W)
+        arr = arr[0]
+    if arr.ndim == 3 and arr.shape[2] == 1:  # (H, W, 1)
+        arr = arr[:, :, 0]
+    if arr.ndim != 2:
+        raise ValueError(
+            f"{what} must be single-channel: (H, W), (H, W, 1), (1, H, W) or (1, 1, H, W); "
+            f"got shape {x.shape} (pass an RGB/RGBA drawing as a PIL image instead)"
+        )
+    return arr
+
+
+def as_sketch(sketch: ArrayLike) -> np.ndarray:
+    """Any supported sketch (see module docstring) -> ``(H, W)`` float32 array in ``{0, 1}``."""
+    if isinstance(sketch, Image.Image):
+        if sketch.mode in ("RGBA", "LA", "PA"):
+            arr = np.asarray(sketch.convert("RGBA"))[:, :, 3]
+        else:
+            arr = np.asarray(sketch.convert("L"))
+        return (arr > 0).astype(np.float32)
+    arr = _to_2d_array(sketch, "sketch")
+    if arr.dtype == np.bool_:
+        return arr.astype(np.float32)
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise ValueError("sketch contains NaN or infinite values")
+        if arr.size and (arr.min() < 0.0 or arr.max() > 1.0):
+            raise ValueError(
+                f"a float sketch must lie in [0, 1] (1 = stroke), got values in "
+                f"[{arr.min():.3g}, {arr.max():.3g}]"
+            )
+        return (arr > 0.5).astype(np.float32)
+    if np.issubdtype(arr.dtype, np.integer):
+        return (arr != 0).astype(np.float32)
+    raise TypeError(f"unsupported sketch dtype {arr.dtype}")
+
+
+def as_mask(mask: ArrayLike, what: str = "mask") -> np.ndarray:
+    """Any supported mask (see module docstring) -> ``(H, W)`` float32 array in ``[0, 1]``."""
+    if isinstance(mask, Image.Image):
+        mask = np.asarray(mask.convert("L"))
+    arr = _to_2d_array(mask, what)
+    if arr.dtype == np.bool_:
+        return arr.astype(np.float32)
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{what} contains NaN or infinite values")
+        if arr.size and (arr.min() < 0.0 or arr.max() > 1.0):
+            raise ValueError(
+                f"a float {what} must lie in [0, 1], "
+                f"got values in [{arr.min():.3g}, {arr.max():.3g}]"
+            )
+        return arr.astype(np.float32)
+    if np.issubdtype(arr.dtype, np.integer):
+        if arr.size and arr.min() < 0:
+            raise ValueError(f"an integer {what} must be non-negative")
+        top = 1.0 if arr.max(initial=0) <= 1 else 255.0
+        return np.clip(arr.astype(np.float32) / top, 0.0, 1.0)
+    raise TypeError(f"unsupported {what} dtype {arr.dtype}")
+
+
+def _check_size(name: str, arr: np.ndarray, image: Image.Image) -> None:
+    """Raise a ValueError naming both sizes when ``arr`` does not match ``image``."""
+    h, w = arr.shape
+    if (w, h) != image.size:
+        raise ValueError(
+            f"{name} size {w}x{h} (W x H) does not match the image size "
+            f"{image.size[0]}x{image.size[1]} (W x H)"
+        )
+
+
+@dataclass(frozen=True)
+class MaskRevision:
+    """User corrections applied on top of the *predicted* mask.
+
+    ``used = clip(predicted + add, 0, 1) * (1 - erase)``: the added region is forced into the
+    mask, the erased region out of it (erase wins where both are set). ``add`` and ``erase``
+    are masks in the module's mask convention, ``None`` meaning "nothing". This is the "mask
+    revising" the official demo lists as a TODO (method.md section 6).
+    """
+
+    add: ArrayLike | None = None
+    erase: ArrayLike | None = None
+
+    def apply(self, predicted: np.ndarray) -> np.ndarray:
+        """``(H, W)`` predicted mask in ``[0, 1]`` -> revised ``(H, W)`` float32 mask."""
+        used = predicted.astype(np.float32)
+        if self.add is not None:
+            add = as_mask(self.add, "MaskRevision.add")
+            _check_shape("MaskRevision.add", add, used)
+            used = np.clip(used + add, 0.0, 1.0)
+        if self.erase is not None:
+            erase = as_mask(self.erase, "MaskRevision.erase")
+            _check_shape("MaskRevision.erase", erase, used)
+            used = used * (1.0 - erase)
+        return used.astype(np.float32)
+
+
+def _check_shape(name: str, arr: np.ndarray, ref: np.ndarray) -> None:
+    if arr.shape != ref.shape:
+        raise ValueError(
+            f"{name} size {arr.shape[1]}x{arr.shape[0]} (W x H) does not match the image size "
+            f"{ref.shape[1]}x{ref.shape[0]} (W x H)"
+        )
+
+
+def feather_mask(mask: np.ndarray, feather: float) -> np.ndarray:
+    """Soften the outer edge of a blend mask by a Gaussian of ``feather`` px (sigma).
+
+    [ours] Not in the paper or the official code (they blend with the raw soft mask). We take
+    ``max(mask, blur(mask))`` rather than the plain blur: the blur only *extends* the mask
+    outwards, so the generated content inside the mask is kept whole and the transition to the
+    untouched photo becomes gradual. ``feather=0`` returns the mask unchanged.
+    """
+    if feather < 0:
+        raise ValueError(f"feather must be >= 0 px, got {feather}")
+    if feather == 0:
+        return mask
+    from scipy.ndimage import gaussian_filter
+
+    blurred = gaussian_filter(mask.astype(np.float64), sigma=float(feather), mode="nearest")
+    # Values below 1e-6 are rounding dust: zero them so "mask == 0 => pixel unchanged" stays a
+    # clean, testable rule far from the edit.
+    blurred[blurred < 1e-6] = 0.0
+    return np.maximum(mask, blurred).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+@dataclass
+class EditResult:
+    """What one edit produced. All arrays are ``(H, W)`` float32 at the input's size.
+
+    Attributes:
+        image: the edited photo, PIL RGB.
+        input_image: the photo that was edited, PIL RGB.
+        sketch: the partial sketch, ``{0, 1}``.
+        soft_mask: the mask estimator's soft prediction in ``[0, 1]`` (all zeros when the
+            model was not run, i.e. for an empty sketch).
+        used_mask: the mask the output was blended with (prediction, or the user's mask,
+            or the revised prediction; then feathered). Where it is exactly 0 the output pixel
+            equals the input pixel.
+        hard_mask: ``(used_mask before feathering) > 0.5``, the hole the generator filled
+            (``None`` when the model was not run).
+        coarse, fine: the generator's two stages as PIL RGB (``None`` when the model was not
+            run). ``fine`` is the raw refinement output before the blend.
+        ran_model: False when the sketch was empty and the input was returned unchanged.
+    """
+
+    image: Image.Image
+    input_image: Image.Image
+    sketch: np.ndarray
+    soft_mask: np.ndarray
+    used_mask: np.ndarray
+    hard_mask: np.ndarray | None = None
+    coarse: Image.Image | None = None
+    fine: Image.Image | None = None
+    ran_model: bool = True
+    settings: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """The fields as a plain dict (images stay PIL, masks stay numpy)."""
+        return {
+            "image": self.image,
+            "input_image": self.input_image,
+            "sketch": self.sketch,
+            "soft_mask": self.soft_mask,
+            "used_mask": self.used_mask,
+            "hard_mask": self.hard_mask,
+            "coarse": self.coarse,
+            "fine": self.fine,
+            "ran_model": self.ran_model,
+            "settings": dict(self.settings),
+        }
+
+    def changed_pixels(self) -> np.ndarray:
+        """``(H, W)`` bool: where the output differs from the input."""
+        a = np.asarray(self.image, dtype=np.int16)
+        b = np.asarray(self.input_image, dtype=np.int16)
+        return np.any(a != b, axis=2)
+
+    def show(self, size: float = 2.4, suptitle: str | None = None):
+        """Plot input + sketch, the soft and used masks and the result; returns the figure."""
+        from sketchedit.plotting import show_grid
+
+        overlay = np.asarray(self.input_image).copy()
+        overlay[self.sketch > 0] = (255, 40, 40)
+        return show_grid(
+            [overlay, self.soft_mask, self.used_mask, np.asarray(self.image)],
+            titles=["input + sketch", "predicted soft mask", "used mask", "result"],
+            size=size,
+            suptitle=suptitle,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# The editor
+# --------------------------------------------------------------------------------------------
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"cpu"``/``"cuda"``/``"cuda:1"``/torch.device -> torch.device, checking CUDA exists."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"device={str(device)!r} was requested but CUDA is not available in this PyTorch "
+            f"({torch.__version__}); use device='cpu'"
+        )
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {str(device)!r}")
+    return dev
+
+
+class SketchEditor:
+    """Wraps a mask estimator and a generator for editing photos with partial sketches.
+
+    Args:
+        mask_estimator: a :class:`sketchedit.nets.MaskEstimator` (or anything with its
+            ``predict_mask(image, sketch)`` / ``forward`` contract).
+        generator: a :class:`sketchedit.nets.Generator`.
+        device: "cpu" (default) or "cuda[:N]"; a clear RuntimeError when CUDA is asked for
+            but not available.
+        channels_last, bf16: speed options of :func:`sketchedit.inference.run_sketchedit`
+            (bf16 is faster on recent CPUs but not exact).
+
+    Both networks are put in eval mode; every edit runs under ``torch.inference_mode``, so
+    the same inputs always give the same output.
+    """
+
+    def __init__(
+        self,
+        mask_estimator: torch.nn.Module,
+        generator: torch.nn.Module,
+        device="cpu",
+        *,
+        channels_last: bool = False,
+        bf16: bool = False,
+    ):
+        self.device = resolve_device(device)
+        self.channels_last = channels_last
+        self.bf16 = bf16
+        self.mask_estimator = mask_estimator.to(self.device).eval()
+        self.generator = generator.to(self.device).eval()
+
+    def __repr__(self) -> str:
+        return (
+            f"SketchEditor(mask_estimator={type(self.mask_estimator).__name__}, "
+            f"generator={type(self.generator).__name__}, device={str(self.device)!r})"
+        )
+
+    # ---- constructors ------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike | None = None, device="cpu") -> SketchEditor:
+        """Load a checkpoint in this project's format (default: the bundled starter model).
+
+        The file holds the networks "mask_estimator" and "generator" written by
+        :func:`sketchedit.weights.save_checkpoint`.
+        """
+        path = Path(path) if path is not None else STARTER_CHECKPOINT
+        if not path.is_file():
+            hint = (
+                " The starter checkpoint ships with the package (sketchedit/assets/); "
+                "train one with the training notebook, or pass path=... to your own checkpoint, "
+                "or use SketchEditor.from_official(...) for the official weights."
+            )
+            raise FileNotFoundError(f"no checkpoint file at {path}.{hint}")
+        from sketchedit.weights import load_checkpoint
+
+        networks = load_checkpoint(path, map_location="cpu")
+        missing = [k for k in ("mask_estimator", "generator") if k not in networks]
+        if missing:
+            raise ValueError(
+                f"checkpoint {path} lacks the network(s) {missing}; it holds {sorted(networks)}"
+            )
+        return cls(networks["mask_estimator"], networks["generator"], device=device)
+
+    @classmethod
+    def random_init(cls, cnum: int = 16, seed: int = 0, device="cpu") -> SketchEditor:
+        """Untrained networks of width ``cnum`` (default: the starter checkpoint's width).
+
+        For tests, benchmarks and notebooks that must run before a checkpoint exists: the
+        edits it makes are meaningless, only their shapes and timings are real.
+        """
+        from sketchedit.nets import Generator, MaskEstimator
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return cls(MaskEstimator(cnum=cnum), Generator(cnum=cnum), device=device)
+
+    @classmethod
+    def from_official(
+        cls,
+        mask_estimator_path: str | os.PathLike,
+        generator_path: str | os.PathLike,
+        device="cpu",
+    ) -> SketchEditor:
+        """Load the two official ``.pth`` checkpoints (faces or scenes) of the authors' code."""
+        from sketchedit.nets import Generator, MaskEstimator
+        from sketchedit.weights import load_official
+
+        for p in (mask_estimator_path, generator_path):
+            if not Path(p).is_file():
+                raise FileNotFoundError(f"no official checkpoint file at {p}")
+        mask_estimator = MaskEstimator.from_official(load_official(mask_estimator_path))
+        generator = Generator.from_official(load_official(generator_path))
+        return cls(mask_estimator, generator, device=device)
+
+    # ---- editing -------------------------------------------------------------------------
+    def _tensors(self, image: Image.Image, sketch: np.ndarray):
+        x = to_tensor(image).unsqueeze(0).to(self.device)
+        c = torch.from_numpy(sketch)[None, None].to(self.device)
+        return x, c
+
+    def predict_mask(self, image, sketch, *, size_mode: str = "pad") -> np.ndarray:
+        """Only the mask estimator: ``(H, W)`` float32 soft mask in ``[0, 1]``.
+
+        Cheap preview of the region an edit would change (the widget shows it so the user
+        can revise it before applying). An empty sketch gives an all-zero mask.
+        """
+        image = as_rgb(image)
+        sketch = as_sketch(sketch)
+        _check_size("sketch", sketch, image)
+        _check_size_mode(size_mode)
+        if not sketch.any():
+            return np.zeros_like(sketch)
+        x, c = self._tensors(image, sketch)
+        with torch.inference_mode():
+            m = _predict_soft_mask(self.mask_estimator, x, c, size_mode)
+        return _mask_to_numpy(m)
+
+    def edit(
+        self,
+        image,
+        sketch,
+        mask: ArrayLike | MaskRevision | None = None,
+        *,
+        feather: float = 0,
+        size_mode: str = "pad",
+    ) -> EditResult:
+        """Edit ``image`` so it follows the partial ``sketch``.
+
+        Args:
+            image: the photo (any size; see the module docstring for accepted types).
+            sketch: the partial sketch, 1 = stroke, same size as the image.
+            mask: ``None`` (use the mask estimator's prediction, the paper's mask-free mode),
+                a full mask (replaces the prediction), or a :class:`MaskRevision` (corrections
+                on top of the prediction).
+            feather: soften the blend edge by this many px (see :func:`feather_mask`; [ours]).
+            size_mode: "pad" (reflect-pad to a multiple of 8, crop back) or "resize" (resize
+                to a multiple of 8 and back, as the official demo does).
+
+        An empty sketch returns the input unchanged (bitwise) and an all-zero mask without
+        running the networks.
+        """
+        image = as_rgb(image)
+        sketch = as_sketch(sketch)
+        _check_size("sketch", sketch, image)
+        _check_size_mode(size_mode)
+        if feather < 0:
+            raise ValueError(f"feather must be >= 0 px, got {feather}")
+        full_mask = None
+        if mask is not None and not isinstance(mask, MaskRevision):
+            full_mask = as_mask(mask)
+            _check_size("mask", full_mask, image)
+        settings = {"feather": feather, "size_mode": size_mode, "mask": _describe_mask(mask)}
+
+        fraction = float(sketch.mean()) if sketch.size else 0.0
+        if fraction > MAX_STROKE_FRACTION:
+            raise ValueError(
+                f"the sketch marks {fraction:.0%} of the pixels as strokes; a partial sketch is "
+                f"thin lines (1 = stroke) on a zero background. If you drew dark lines on white, "
+                f"invert it first (PIL.ImageOps.invert(sketch) or 1 - sketch)."
+            )
+        if not sketch.any():
+            empty = np.zeros_like(sketch)
+            return EditResult(
+                image=image.copy(),
+                input_image=image,
+                sketch=sketch,
+                soft_mask=empty,
+                used_mask=empty.copy(),
+                ran_model=False,
+                settings=settings,
+            )
+
+        from sketchedit.inference import run_sketchedit
+
+        x, c = self._tensors(image, sketch)
+        with torch.inference_mode():
+            if mask is None:
+                predicted = None  # run_sketchedit predicts it: the paper's mask-free path
+            else:
+                # Revision or user mask: the prediction is still reported (a revision starts
+                # from it); the generator then gets the user's mask instead.
+                predicted = _mask_to_numpy(_predict_soft_mask(self.mask_estimator, x, c, size_mode))
+                if isinstance(mask, MaskRevision):
+                    full_mask = mask.apply(predicted)
+            out = run_sketchedit(
+                self.mask_estimator if full_mask is None else None,
+                self.generator,
+                x,
+                c,
+                mask=None if full_mask is None else torch.from_numpy(full_mask)[None, None].to(x),
+                size_mode=size_mode,
+                channels_last=self.channels_last,
+                bf16=self.bf16,
+            )
+        soft = _mask_to_numpy(out.soft_mask) if predicted is None else predicted
+        used = feather_mask(soft if full_mask is None else full_mask, feather)
+        edited = blend(image, out.fine[0], used)
+        return EditResult(
+            image=edited,
+            input_image=image,
+            sketch=sketch,
+            soft_mask=soft,
+            used_mask=used,
+            hard_mask=_mask_to_numpy(out.used_mask),
+            coarse=to_pil(out.coarse[0]),
+            fine=to_pil(out.fine[0]),
+            ran_model=True,
+            settings=settings,
+        )
+
+
+def _predict_soft_mask(
+    mask_estimator: torch.nn.Module, image: torch.Tensor, sketch: torch.Tensor, size_mode: str
+) -> torch.Tensor:
+    """Only the mask estimator, at the working size of :func:`run_sketchedit` and back.
+
+    ``image (1, 3, H, W)`` in [-1, 1], ``sketch (1, 1, H, W)`` in {0, 1} -> ``(1, 1, H, W)``
+    in [0, 1]. Follows the documented rules of :mod:`sketchedit.inference` (pad: reflect,
+    or replicate when the image is too small, then crop; resize: antialiased bilinear for the
+    image, :func:`~sketchedit.inference.resize_sketch` for the strokes, bilinear back), so the
+    preview is the mask :func:`run_sketchedit` predicts; ``tests/test_editor.py`` checks it.
+    """
+    import torch.nn.functional as F
+
+    from sketchedit.inference import resize_sketch, working_size
+
+    h, w = image.shape[2:]
+    size = working_size(h, w, size_mode)
+    if size_mode == "pad":
+        pad_h, pad_w = size[0] - h, size[1] - w
+        mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+        pad = lambda x: F.pad(x, (0, pad_w, 0, pad_h), mode=mode)  # noqa: E731
+        m = mask_estimator.predict_mask(pad(image), pad(sketch))[:, :, :h, :w]
+    else:
+
+        def resize(x, to):
+            if tuple(x.shape[2:]) == tuple(to):
+                return x
+            return F.interpolate(x, size=to, mode="bilinear", align_corners=False, antialias=True)
+
+        m = mask_estimator.predict_mask(resize(image, size), resize_sketch(sketch, size))
+        m = resize(m, (h, w))
+    return m.float().clamp(0, 1)
+
+
+def _check_size_mode(size_mode: str) -> None:
+    if size_mode not in SIZE_MODES:
+        raise ValueError(f"size_mode must be one of {SIZE_MODES}, got {size_mode!r}")
+
+
+def _describe_mask(mask) -> str:
+    if mask is None:
+        return "predicted"
+    if isinstance(mask, MaskRevision):
+        return "revised"
+    return "user"
+
+
+def _mask_to_numpy(m: torch.Tensor) -> np.ndarray:
+    """(1, 1, H, W) tensor -> (H, W) float32 array in [0, 1]."""
+    return m[0, 0].detach().float().cpu().numpy().clip(0.0, 1.0).astype(np.float32)
+
+
+def blend(image: Image.Image, fine: torch.Tensor, mask: np.ndarray) -> Image.Image:
+    """``fine * m + image * (1 - m)`` with the soft mask (method.md section 3), as PIL RGB.
+
+    Done here on the 8-bit input (not on the network's [-1, 1] copy) so that wherever
+    ``m == 0`` the output pixel *is* the input pixel, bit for bit, whatever padding or
+    resizing happened inside the networks.
+
+    Args:
+        image: PIL RGB input, size (W, H).
+        fine: ``(3, H, W)`` tensor in ``[-1, 1]``, the generator's refined output.
+        mask: ``(H, W)`` float array in ``[0, 1]``.
+    """
+    src = np.asarray(image, dtype=np.float64)
+    gen = (fine.detach().double().cpu().clamp(-1, 1).permute(1, 2, 0).numpy() + 1.0) * 127.5
+    m = mask.astype(np.float64)[:, :, None]
+    out = np.clip(np.round(gen * m + src * (1.0 - m)), 0, 255).astype(np.uint8)
+    keep = mask == 0
+    out[keep] = np.asarray(image)[keep]
+    return Image.fromarray(out, mode="RGB")
+
+
+# --------------------------------------------------------------------------------------------
+# Iterative editing
+# --------------------------------------------------------------------------------------------
+class EditSession:
+    """Iterative editing with undo/redo: each result becomes the next input (official demo).
+
+    >>> session = EditSession(editor, photo)          # doctest: +SKIP
+    >>> session.edit(sketch1); session.edit(sketch2)  # doctest: +SKIP
+    >>> session.undo(); session.current               # doctest: +SKIP
+
+    ``history`` is the list of applied :class:`EditResult` (oldest first); ``current`` is the
+    photo after the last one (the original when there is none). A new edit clears the redo
+    stack. An edit with an empty sketch changes nothing and is not recorded.
+    """
+
+    def __init__(self, editor: SketchEditor, image, *, feather: float = 0, size_mode="pad"):
+        self.editor = editor
+        self.feather = feather
+        self.size_mode = size_mode
+        self.reset(image)
+
+    def reset(self, image) -> None:
+        """Start over from a new photo (history and redo are cleared)."""
+        self.original = as_rgb(image)
+        self._done: list[EditResult] = []
+        self._undone: list[EditResult] = []
+
+    @property
+    def current(self) -> Image.Image:
+        """The photo as it is now."""
+        return self._done[-1].image if self._done else self.original
+
+    @property
+    def last_result(self) -> EditResult | None:
+        """The most recent applied edit, or None."""
+        return self._done[-1] if self._done else None
+
+    @property
+    def history(self) -> list[EditResult]:
+        """Applied edits, oldest first (a copy)."""
+        return list(self._done)
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._done)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._undone)
+
+    def _push(self, result: EditResult) -> EditResult:
+        if result.ran_model:
+            self._done.append(result)
+            self._undone.clear()
+        return result
+
+    def edit(self, sketch, mask: ArrayLike | MaskRevision | None = None, **kwargs) -> EditResult:
+        """Edit the current photo; the result becomes the current photo."""
+        kwargs.setdefault("feather", self.feather)
+        kwargs.setdefault("size_mode", self.size_mode)
+        return self._push(self.editor.edit(self.current, sketch, mask, **kwargs))
+
+    def revise(self, mask: ArrayLike | MaskRevision, **kwargs) -> EditResult:
+        """Re-run the last edit (same input, same sketch) with a corrected mask.
+
+        ``mask`` is a full mask, or a :class:`MaskRevision` applied on top of the last edit's
+        used mask. The revised result is a new step: ``undo()`` brings back the unrevised one.
+        """
+        last = self.last_result
+        if last is None:
+            raise ValueError("nothing to revise: no edit has been applied yet")
+        if isinstance(mask, MaskRevision):
+            mask = mask.apply(last.used_mask)
+        kwargs.setdefault("feather", self.feather)
+        kwargs.setdefault("size_mode", self.size_mode)
+        result = self.editor.edit(last.input_image, last.sketch, mask, **kwargs)
+        if not result.ran_model:  # cannot happen for a recorded edit, but keep the rule simple
+            return result
+        result.settings["revision_of"] = len(self._done) - 1
+        return self._push(result)
+
+    def undo(self) -> Image.Image:
+        """Step back one edit; returns the new current photo. ValueError when nothing to undo."""
+        if not self._done:
+            raise ValueError("nothing to undo")
+        self._undone.append(self._done.pop())
+        return self.current
+
+    def redo(self) -> Image.Image:
+        """Re-apply the last undone edit; returns the new current photo."""
+        if not self._undone:
+            raise ValueError("nothing to redo")
+        self._done.append(self._undone.pop())
+        return self.current
