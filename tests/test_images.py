@@ -116,3 +116,14 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.txt"]  # no temporary left behind
     atomic_write_text(target, "new")
     assert target.read_text() == "new"
+
+
+def test_atomic_write_gives_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    target = tmp_path / "asset.bin"
+    atomic_write_text(target, "x")
+    old = os.umask(0o022)
+    os.umask(old)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~old
