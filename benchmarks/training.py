@@ -1,0 +1,137 @@
+"""Throughput of one full training step: D step + G step (mask estimator, generator, VGG-19).
+
+Prints steps/s and images/s at 64, 128 and 256 px, fp32 and bf16 autocast, on the CPU and, when
+one is available, on the GPU. Batches are random tensors (the cost of a step does not depend on
+the pixels), so the data pipeline is not part of the figure. Default run: a couple of minutes
+on a 2-core CPU.
+
+    python benchmarks/training.py                       # cnum 16, batch 4, CPU (+ GPU)
+    python benchmarks/training.py --cnum 48 --batch 8 --sizes 256 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from sketchedit import train as T
+from sketchedit.presets import get_config
+
+
+def random_batch(b: int, s: int, device, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    y = torch.rand(b, 3, s, s, generator=g) * 2 - 1
+    x = y.clone()
+    x[:, :, s // 4 : s // 2, s // 4 : s // 2] = torch.rand(b, 3, s // 4, s // 4, generator=g)
+    sketch = (torch.rand(b, 1, s, s, generator=g) > 0.98).float()
+    batch = {"input": x, "target": y, "sketch": sketch, "edges": sketch}
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def time_steps(cfg, device, steps: int, warmup: int, vgg) -> float:
+    """Seconds per full step (mean over ``steps`` after ``warmup``)."""
+    torch.manual_seed(0)
+    nets = {k: v.to(device) for k, v in T.build_networks(cfg).items()}
+    optims = T.make_optimizers(cfg, nets)
+    T.set_trainable(nets, "joint")
+    batch = random_batch(cfg.batch_size, cfg.image_size, device)
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    for i in range(warmup):
+        T.gan_step(cfg, i, batch, nets, nets, optims, "joint", vgg, autocast)
+    sync()
+    t0 = time.perf_counter()
+    for i in range(steps):
+        # mode 1 for every timed step: M, G (both stages), D and VGG all run
+        T.gan_step(cfg, 1000 + i, batch, nets, nets, optims, "joint", vgg, autocast)
+    sync()
+    return (time.perf_counter() - t0) / steps
+
+
+def cpu_bf16_is_native() -> bool:
+    """Whether oneDNN runs bf16 convolutions natively on this CPU."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="64,128,256")
+    p.add_argument("--cnum", type=int, default=16)
+    p.add_argument("--disc-cnum", type=int, default=None)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--device", default="all", help="cpu, cuda or all (cpu + cuda if present)")
+    p.add_argument(
+        "--amp",
+        default="auto",
+        help="comma list of none,bf16; auto = both, except bf16 on a CPU without native bf16 "
+        "convolutions (there PyTorch falls back to a naive conv, ~100x slower)",
+    )
+    p.add_argument("--no-vgg", action="store_true")
+    p.add_argument("--threads", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    # As in training: denormal activations of the 0.02-gain init slow CPU convs down a lot.
+    torch.set_flush_denormal(True)
+    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
+    devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
+    sizes = [int(s) for s in args.sizes.split(",")]
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+        f"cnum {args.cnum}, batch {args.batch}, VGG {'off' if args.no_vgg else 'on'}"
+    )
+    print(f"{'device':6} {'size':>5} {'amp':>5} {'s/step':>8} {'steps/s':>8} {'images/s':>9}")
+    for dev in devices:
+        device = torch.device(dev)
+        if dev == "cuda":
+            torch.backends.cudnn.benchmark = True
+        vgg = None
+        if not args.no_vgg:
+            from sketchedit.losses import VGGPerceptualLoss
+
+            vgg = VGGPerceptualLoss().to(device).eval()
+        for size in sizes:
+            amps = args.amp.split(",")
+            if args.amp == "auto":
+                amps = ["none", "bf16"]
+                if dev == "cpu" and not cpu_bf16_is_native():
+                    amps = ["none"]
+                    if size == sizes[0]:
+                        print(
+                            "cpu: no native bf16 convolutions on this CPU (no AVX-512 BF16 / "
+                            "AMX): bf16 autocast skipped",
+                            flush=True,
+                        )
+            for amp in amps:
+                cfg = get_config(
+                    "tiny",
+                    image_size=size,
+                    cnum=args.cnum,
+                    disc_cnum=args.disc_cnum or args.cnum,
+                    batch_size=args.batch,
+                    amp=amp,
+                    lambda_vgg=0.0 if args.no_vgg else 10.0,
+                    mode_probs=(0.0, 1.0, 0.0),
+                )
+                sec = time_steps(cfg, device, args.steps, args.warmup, vgg)
+                print(
+                    f"{dev:6} {size:5d} {amp:>5} {sec:8.3f} {1 / sec:8.2f} {args.batch / sec:9.1f}",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""Held-out evaluation: the metrics and baselines on hand-made examples, then one tiny run."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sketchedit import evaluate as E
+
+
+def disk_mask(size: int, cy: int, cx: int, r: float) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    return ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r).astype(np.float32)
+
+
+def test_mask_iou_hand_made():
+    a = np.zeros((8, 8), np.float32)
+    a[:4] = 1
+    assert E.mask_iou(a, a) == 1.0
+    assert E.mask_iou(a, 1 - a) == 0.0
+    b = np.zeros((8, 8), np.float32)
+    b[2:6] = 1  # overlap 2 rows, union 6 rows
+    assert E.mask_iou(a, b) == pytest.approx(2 / 6)
+    assert E.mask_iou(np.zeros((4, 4)), np.zeros((4, 4))) == 1.0  # both empty: agree fully
+    assert E.mask_iou(a[None] * 0.6, a) == 1.0  # soft masks are thresholded at 0.5
+    assert E.mask_iou(a * 0.4, a) == 0.0
+    with pytest.raises(ValueError, match="shapes differ"):
+        E.mask_iou(a, np.zeros((4, 4)))
+
+
+def test_masked_psnr_counts_only_the_region():
+    y = torch.zeros(3, 16, 16)
+    region = np.zeros((16, 16), np.float32)
+    region[4:8, 4:8] = 1
+    assert E.masked_psnr(y, y, region) == E.PSNR_CAP  # identical: capped, not inf
+    x = y.clone()
+    x[:, 4:8, 4:8] += 0.2  # 0.1 on the [0, 1] scale -> MSE 0.01 -> 20 dB
+    x[:, 10:, 10:] = 1.0  # a large error outside the region does not count
+    assert E.masked_psnr(x, y, region) == pytest.approx(20.0, abs=1e-6)
+    assert math.isnan(E.masked_psnr(x, y, np.zeros((16, 16))))
+    with pytest.raises(ValueError, match=r"\(3, H, W\)"):
+        E.masked_psnr(torch.zeros(16, 16), y, region)
+
+
+def test_box_ssim_and_region_box():
+    rng = np.random.default_rng(0)
+    y = torch.from_numpy(rng.uniform(-1, 1, (3, 32, 32)).astype(np.float32))
+    region = np.zeros((32, 32), np.float32)
+    region[10, 10] = 1  # a single pixel: the box grows to 7x7
+    sy, sx = E.region_box(region)
+    assert (sy.stop - sy.start, sx.stop - sx.start) == (7, 7) and sy.start == 7
+    corner = np.zeros((32, 32), np.float32)
+    corner[0, 31] = 1  # clipped at the border, still 7x7
+    sy, sx = E.region_box(corner)
+    assert (sy.start, sy.stop, sx.start, sx.stop) == (0, 7, 25, 32)
+    assert E.box_ssim(y, y, region) == pytest.approx(1.0)
+    noisy = y + torch.from_numpy(rng.normal(0, 0.5, (3, 32, 32)).astype(np.float32))
+    big = disk_mask(32, 16, 16, 8)
+    assert E.box_ssim(noisy.clamp(-1, 1), y, big) < 0.8
+
+
+def test_stroke_baselines():
+    s = np.zeros((21, 21), np.float32)
+    s[10, 10] = 1
+    assert E.stroke_dilation_mask(s, 0).sum() == 1
+    assert E.stroke_dilation_mask(s, 2).sum() == 13  # a radius-2 disk
+    t = np.zeros((21, 21), np.float32)
+    t[2, 2] = t[2, 18] = t[18, 2] = 1  # three corners: the hull is a triangle
+    hull = E.stroke_hull_mask(t, 0)
+    assert hull[5, 5] and not hull[18, 18] and hull.sum() > 100
+    assert E.stroke_hull_mask(np.zeros((5, 5)), 3).sum() == 0
+    assert E.baseline_radii(64) == list(E.BASELINE_RADII_64)
+    assert E.baseline_radii(128)[-1] == 32
+
+
+def test_baseline_radius_is_chosen_by_iou():
+    # The changed region is a disk of radius 6 around the only stroke pixel: k = 6 wins.
+    d = disk_mask(32, 16, 16, 6)
+    s = np.zeros((32, 32), np.float32)
+    s[16, 16] = 1
+    samples = [{"sketch": torch.from_numpy(s)[None], "changed": torch.from_numpy(d)[None]}]
+    k, iou = E.choose_baseline_radius("stroke dilation", samples, E.baseline_radii(64))
+    assert k == 6 and iou == pytest.approx(1.0)
+
+
+def test_format_table():
+    result = {
+        "n": 2,
+        "image_size": 32,
+        "seed": 1,
+        "metrics": {
+            "input unchanged": {"psnr": [20.0, 1.0], "ssim": [0.5, 0.1]},
+            "stroke hull (k=2)": {"mask_iou": [0.25, 0.05]},
+        },
+    }
+    table = E.format_table(result)
+    assert "| input unchanged | – | 20.00 ± 1.00 | 0.500 ± 0.100 |" in table
+    assert "| stroke hull (k=2) | 0.250 ± 0.050 | – | – |" in table
+
+
+def test_evaluate_tiny_model_and_cli(tmp_path, capsys):
+    """End to end on 4 held-out samples of the bundled photos, with an untrained tiny model."""
+    from sketchedit.nets import Generator, MaskEstimator
+    from sketchedit.weights import save_checkpoint
+
+    torch.manual_seed(0)
+    m, g = MaskEstimator(cnum=8), Generator(cnum=8)
+    data = E.EvalData(image_size=32)
+    res = E.evaluate(m, g, n=4, data=data, n_train_for_baselines=4)
+    rows = res["metrics"]
+    assert res["n"] == 4
+    assert {"model", "model (true mask)", "input unchanged"} <= set(rows)
+    assert any(r.startswith("stroke dilation (k=") for r in rows)
+    for row in rows.values():
+        for mean, sem in row.values():
+            assert math.isfinite(mean) and sem >= 0
+    # the "input unchanged" row is exactly the metric of x against y on the same samples
+    samples = E._samples(data, 1, 4, E.DEFAULT_EVAL_SEED)
+    psnr = np.mean([E.masked_psnr(s["input"], s["target"], s["changed"]) for s in samples])
+    assert rows["input unchanged"]["psnr"][0] == pytest.approx(psnr)
+    # the same through the command line, on a checkpoint file
+    ckpt = tmp_path / "tiny.safetensors"
+    save_checkpoint(
+        ckpt, {"mask_estimator": m, "generator": g}, metadata={"train_config": {"image_size": 32}}
+    )
+    out = tmp_path / "res.json"
+    assert E.main([str(ckpt), "--n", "4", "--n-train", "4", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| model |" in printed and "| input unchanged |" in printed
+    saved = json.loads(out.read_text())
+    assert saved["image_size"] == 32
+    assert saved["metrics"]["model"]["mask_iou"][0] == pytest.approx(rows["model"]["mask_iou"][0])
