@@ -40,7 +40,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -63,30 +62,8 @@ ArrayLike = np.ndarray | torch.Tensor | Image.Image
 # --------------------------------------------------------------------------------------------
 # Input conversion: everything becomes PIL RGB (images) or float32 (H, W) arrays (masks).
 # --------------------------------------------------------------------------------------------
-def as_rgb(image: Any) -> Image.Image:
-    """Any supported image (see module docstring) -> 8-bit RGB PIL image."""
-    if isinstance(image, torch.Tensor):
-        t = image.detach().float().cpu()
-        if t.ndim == 4 and t.shape[0] == 1:
-            t = t[0]
-        if t.ndim != 3 or t.shape[0] not in (1, 3):
-            raise ValueError(
-                f"an image tensor must be (3, H, W) or (1, 3, H, W) in [-1, 1], "
-                f"got shape {tuple(image.shape)}"
-            )
-        if not torch.isfinite(t).all():
-            raise ValueError("image tensor contains NaN or infinite values")
-        if t.min() < -1.001 or t.max() > 1.001:
-            raise ValueError(
-                f"image tensors are expected in [-1, 1], got values in "
-                f"[{t.min().item():.3g}, {t.max().item():.3g}]"
-            )
-        return load_rgb(to_pil(t))
-    if isinstance(image, (Image.Image, np.ndarray, str, os.PathLike)):
-        return load_rgb(image)
-    raise TypeError(
-        f"image must be a PIL image, a numpy array, a path or a tensor, got {type(image).__name__}"
-    )
+#: Any supported image -> 8-bit RGB PIL image: the package's one image loader.
+as_rgb = load_rgb
 
 
 def _to_2d_array(x: ArrayLike, what: str) -> np.ndarray:

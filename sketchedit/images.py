@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-ImageLike = str | os.PathLike | Image.Image | np.ndarray
+ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 
 #: What RGBA pixels are composited onto before the alpha channel is dropped.
 #: [ours] White, the usual "paper" a transparent sketch or photo is shown on.
@@ -80,16 +80,49 @@ def array_to_pil(arr: np.ndarray) -> Image.Image:
     return Image.fromarray(arr)
 
 
-def load_rgb(image: ImageLike) -> Image.Image:
-    """Open a path, PIL image or numpy array as an 8-bit RGB PIL image.
+def tensor_to_rgb(tensor: torch.Tensor) -> Image.Image:
+    """``(3, H, W)``, ``(1, 3, H, W)`` or ``(1, H, W)`` tensor in ``[-1, 1]`` -> 8-bit RGB PIL.
 
-    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` (naming the file)
-    for a file PIL cannot decode, including truncated/corrupt JPEGs.
+    Values are mapped to the 8-bit grid exactly as :func:`to_pil` does, so
+    ``tensor_to_rgb(to_tensor(img))`` gives back ``img``'s pixels. Values outside ``[-1, 1]``
+    (beyond float rounding) and NaN raise ``ValueError`` rather than being clipped silently.
+    """
+    t = tensor.detach().float().cpu()
+    if t.ndim == 4 and t.shape[0] == 1:
+        t = t[0]
+    if t.ndim != 3 or t.shape[0] not in (1, 3):
+        raise ValueError(
+            f"an image tensor must be (3, H, W), (1, 3, H, W) or (1, H, W) in [-1, 1], "
+            f"got shape {tuple(tensor.shape)}"
+        )
+    if not torch.isfinite(t).all():
+        raise ValueError("image tensor contains NaN or infinite values")
+    low, high = t.min().item(), t.max().item()
+    if low < -1.001 or high > 1.001:
+        raise ValueError(
+            f"image tensors are expected in [-1, 1], got values in [{low:.3g}, {high:.3g}]"
+        )
+    return to_pil(t).convert("RGB")
+
+
+def load_rgb(image: ImageLike) -> Image.Image:
+    """Open a path, PIL image, numpy array or ``[-1, 1]`` tensor as an 8-bit RGB PIL image.
+
+    Raises ``FileNotFoundError`` for a missing file, ``ValueError`` (naming the file) for a
+    file PIL cannot decode, including truncated/corrupt JPEGs, and ``TypeError`` for anything
+    that is not an image.
     """
     if isinstance(image, Image.Image):
         return pil_to_rgb(image)
     if isinstance(image, np.ndarray):
         return pil_to_rgb(array_to_pil(image))
+    if isinstance(image, torch.Tensor):
+        return tensor_to_rgb(image)
+    if not isinstance(image, (str, os.PathLike)):
+        raise TypeError(
+            "image must be a path, a PIL image, a numpy array or a tensor, "
+            f"got {type(image).__name__}"
+        )
     path = Path(image)
     if not path.is_file():
         raise FileNotFoundError(f"no image file at {path}")

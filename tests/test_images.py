@@ -127,3 +127,20 @@ def test_atomic_write_gives_ordinary_permissions(tmp_path):
     old = os.umask(0o022)
     os.umask(old)
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~old
+
+
+def test_tensors_go_through_the_same_loader():
+    arr = np.random.default_rng(2).integers(0, 256, (5, 6, 3), dtype=np.uint8)
+    t = to_tensor(arr)
+    for variant in (t, t[None]):
+        assert (np.asarray(load_rgb(variant)) == arr).all()
+    grey = np.asarray(load_rgb(t[:1]))
+    assert grey.shape == (5, 6, 3) and (grey[..., 0] == grey[..., 2]).all()
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        load_rgb(t * 3)
+    with pytest.raises(ValueError, match="NaN"):
+        load_rgb(torch.full((3, 2, 2), float("nan")))
+    with pytest.raises(ValueError, match="shape"):
+        load_rgb(torch.zeros(2, 3, 4, 4))
+    with pytest.raises(TypeError, match="int"):
+        load_rgb(7)

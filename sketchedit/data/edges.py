@@ -55,18 +55,8 @@ HED_INSTALL_HINT = (
 # --------------------------------------------------------------------------------------------
 def _as_rgb_float(image) -> np.ndarray:
     """Any image (path, PIL, uint8/float array, ``(3, H, W)`` tensor in ``[-1, 1]``) ->
-    ``(H, W, 3)`` float32 in ``[0, 1]``."""
-    if isinstance(image, torch.Tensor):
-        t = image.detach().float().cpu()
-        if t.ndim == 4 and t.shape[0] == 1:
-            t = t[0]
-        if t.ndim != 3 or t.shape[0] not in (1, 3):
-            raise ValueError(
-                f"expected an image tensor (3, H, W) or (1, H, W) in [-1, 1], got {tuple(t.shape)}"
-            )
-        # Via the 8-bit grid, so a tensor made by to_tensor(img) gives exactly img's edges.
-        levels = ((t.clamp(-1, 1) + 1) * 127.5).round().expand(3, -1, -1)
-        return (levels.permute(1, 2, 0).numpy() / 255.0).astype(np.float32)
+    ``(H, W, 3)`` float32 in ``[0, 1]``, via the 8-bit grid of :func:`load_rgb` (so a tensor
+    made by ``to_tensor(img)`` gives exactly ``img``'s edges)."""
     return np.asarray(load_rgb(image), dtype=np.float32) / 255.0
 
 
