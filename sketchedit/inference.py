@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sketchedit.nets.blocks import subpixel_upsampling
+from sketchedit.nets.blocks import check_image_batch, subpixel_upsampling
 from sketchedit.nets.generator import MIN_SIDE, Generator
 from sketchedit.nets.mask_estimator import MaskEstimator
 
@@ -115,19 +115,14 @@ def resize_sketch(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def _check_inputs(image, sketch, mask):
+    """The networks' input checks (type, shape, matching sizes), minus the multiple-of-8 rule
+    this module removes by padding, plus value ranges (which also catch NaN)."""
+
     def check(name, x, channels):
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if not x.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
-        if x.dim() != 4 or x.shape[1] != channels:
-            raise ValueError(f"{name} must have shape (B, {channels}, H, W), got {tuple(x.shape)}")
-        if x.shape[0] == 0 or x.shape[2] == 0 or x.shape[3] == 0:
+        like = None if x is image else image
+        check_image_batch(name, x, channels, like=like, multiple=None, check_nan=False)
+        if x.shape[2] == 0 or x.shape[3] == 0:
             raise ValueError(f"{name} is empty: shape {tuple(x.shape)}")
-        if x is not image and (x.shape[0] != image.shape[0] or x.shape[2:] != image.shape[2:]):
-            raise ValueError(
-                f"{name} has shape {tuple(x.shape)} but the image has {tuple(image.shape)}"
-            )
         low, high = torch.aminmax(x)
         if torch.isnan(low) or torch.isnan(high):
             raise ValueError(f"{name} contains NaN values")
