@@ -20,3 +20,13 @@ def _seed_everything():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="module")
+def editor():
+    """A tiny untrained editor (width 4): fast, deterministic, for API and widget tests."""
+    from sketchedit.editor import SketchEditor
+    from sketchedit.nets import Generator, MaskEstimator
+
+    torch.manual_seed(0)
+    return SketchEditor(MaskEstimator(cnum=4), Generator(cnum=4))

@@ -18,14 +18,6 @@ from sketchedit.editor import (
 H, W = 30, 37  # deliberately not multiples of 8, not square
 
 
-@pytest.fixture(scope="module")
-def editor():
-    from sketchedit.nets import Generator, MaskEstimator
-
-    torch.manual_seed(0)
-    return SketchEditor(MaskEstimator(cnum=4), Generator(cnum=4))
-
-
 @pytest.fixture
 def photo(rng):
     arr = rng.integers(0, 256, size=(H, W, 3), dtype=np.uint8)

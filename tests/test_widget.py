@@ -7,24 +7,14 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 pytest.importorskip("ipycanvas")
 
-from sketchedit.editor import SketchEditor  # noqa: E402
 from sketchedit.widget import SketchWidget, Stroke, rasterize_strokes  # noqa: E402
 
 H, W = 32, 48  # a non-square photo...
 DISPLAY = 120  # ...shown 2.5x larger: canvas 120 x 80
-
-
-@pytest.fixture(scope="module")
-def editor():
-    from sketchedit.nets import Generator, MaskEstimator
-
-    torch.manual_seed(0)
-    return SketchEditor(MaskEstimator(cnum=4), Generator(cnum=4))
 
 
 @pytest.fixture
