@@ -46,6 +46,7 @@ import torch
 from PIL import Image
 
 from sketchedit.images import load_rgb, to_pil, to_tensor
+from sketchedit.inference import predict_soft_mask, run_sketchedit
 
 #: Above this fraction of stroke pixels a sketch is rejected as probably inverted (dark lines
 #: on white). Real partial sketches cover 0.1-1 % of the pixels (method.md section 1). [ours]
@@ -401,7 +402,7 @@ class SketchEditor:
             return np.zeros_like(sketch)
         x, c = self._tensors(image, sketch)
         with torch.inference_mode():
-            m = _predict_soft_mask(self.mask_estimator, x, c, size_mode)
+            m = predict_soft_mask(self.mask_estimator, x, c, size_mode=size_mode)
         return _mask_to_numpy(m)
 
     def edit(
@@ -459,8 +460,6 @@ class SketchEditor:
                 settings=settings,
             )
 
-        from sketchedit.inference import run_sketchedit
-
         x, c = self._tensors(image, sketch)
         with torch.inference_mode():
             if mask is None:
@@ -468,7 +467,8 @@ class SketchEditor:
             else:
                 # Revision or user mask: the prediction is still reported (a revision starts
                 # from it); the generator then gets the user's mask instead.
-                predicted = _mask_to_numpy(_predict_soft_mask(self.mask_estimator, x, c, size_mode))
+                soft = predict_soft_mask(self.mask_estimator, x, c, size_mode=size_mode)
+                predicted = _mask_to_numpy(soft)
                 if isinstance(mask, MaskRevision):
                     full_mask = mask.apply(predicted)
             out = run_sketchedit(
@@ -496,40 +496,6 @@ class SketchEditor:
             ran_model=True,
             settings=settings,
         )
-
-
-def _predict_soft_mask(
-    mask_estimator: torch.nn.Module, image: torch.Tensor, sketch: torch.Tensor, size_mode: str
-) -> torch.Tensor:
-    """Only the mask estimator, at the working size of :func:`run_sketchedit` and back.
-
-    ``image (1, 3, H, W)`` in [-1, 1], ``sketch (1, 1, H, W)`` in {0, 1} -> ``(1, 1, H, W)``
-    in [0, 1]. Follows the documented rules of :mod:`sketchedit.inference` (pad: reflect,
-    or replicate when the image is too small, then crop; resize: antialiased bilinear for the
-    image, :func:`~sketchedit.inference.resize_sketch` for the strokes, bilinear back), so the
-    preview is the mask :func:`run_sketchedit` predicts; ``tests/test_editor.py`` checks it.
-    """
-    import torch.nn.functional as F
-
-    from sketchedit.inference import resize_sketch, working_size
-
-    h, w = image.shape[2:]
-    size = working_size(h, w, size_mode)
-    if size_mode == "pad":
-        pad_h, pad_w = size[0] - h, size[1] - w
-        mode = "reflect" if pad_h < h and pad_w < w else "replicate"
-        pad = lambda x: F.pad(x, (0, pad_w, 0, pad_h), mode=mode)  # noqa: E731
-        m = mask_estimator.predict_mask(pad(image), pad(sketch))[:, :, :h, :w]
-    else:
-
-        def resize(x, to):
-            if tuple(x.shape[2:]) == tuple(to):
-                return x
-            return F.interpolate(x, size=to, mode="bilinear", align_corners=False, antialias=True)
-
-        m = mask_estimator.predict_mask(resize(image, size), resize_sketch(sketch, size))
-        m = resize(m, (h, w))
-    return m.float().clamp(0, 1)
 
 
 def _check_size_mode(size_mode: str) -> None:

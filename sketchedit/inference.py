@@ -47,7 +47,14 @@ from sketchedit.nets.blocks import check_image_batch, subpixel_upsampling
 from sketchedit.nets.generator import MIN_SIDE, Generator
 from sketchedit.nets.mask_estimator import MaskEstimator
 
-__all__ = ["InferenceOutput", "edit_image", "resize_sketch", "run_sketchedit", "working_size"]
+__all__ = [
+    "InferenceOutput",
+    "edit_image",
+    "predict_soft_mask",
+    "resize_sketch",
+    "run_sketchedit",
+    "working_size",
+]
 
 #: The networks need sides that are multiples of this. [code]
 MULTIPLE = 8
@@ -153,6 +160,34 @@ def _flushing_denormals(enabled: bool):
     finally:
         if changed:
             torch.set_flush_denormal(False)
+
+
+@torch.inference_mode()
+def predict_soft_mask(
+    mask_estimator: MaskEstimator,
+    image: torch.Tensor,
+    sketch: torch.Tensor,
+    *,
+    size_mode: Literal["pad", "resize"] = "pad",
+    flush_denormal: bool = True,
+) -> torch.Tensor:
+    """Only the mask estimator: the soft mask :func:`run_sketchedit` would predict.
+
+    ``image (B, 3, H, W)`` in [-1, 1], ``sketch (B, 1, H, W)`` in {0, 1}, any ``H, W`` ->
+    ``(B, 1, H, W)`` float32 in [0, 1], through the same working-size rules (a cheap preview
+    of the region an edit would change, for the widget).
+    """
+    _check_inputs(image, sketch, None)
+    height, width = image.shape[2:]
+    size = working_size(height, width, size_mode)
+    with _flushing_denormals(flush_denormal):
+        if size_mode == "pad":
+            m = mask_estimator.predict_mask(_pad(image, size), _pad(sketch, size))
+            m = m[:, :, :height, :width]
+        else:
+            m = mask_estimator.predict_mask(_resize_image(image, size), resize_sketch(sketch, size))
+            m = _resize_image(m, (height, width))
+    return m.float().clamp(0, 1)
 
 
 @torch.inference_mode()

@@ -6,6 +6,7 @@ import torch
 
 from sketchedit.inference import (
     edit_image,
+    predict_soft_mask,
     resize_sketch,
     run_sketchedit,
     working_size,
@@ -162,3 +163,13 @@ def test_edit_image_on_arrays(nets):
     assert soft.shape == (21, 30) and soft.dtype == np.float32
     with pytest.raises(ValueError, match="sketch is"):
         edit_image(m, g, photo, strokes[:10])
+
+
+@pytest.mark.parametrize("size_mode", ["pad", "resize"])
+def test_mask_preview_is_the_mask_the_edit_predicts(nets, size_mode):
+    m, g = nets
+    image, sketch = _inputs(2, 29, 43)
+    preview = predict_soft_mask(m, image, sketch, size_mode=size_mode)
+    full = run_sketchedit(m, g, image, sketch, size_mode=size_mode)
+    assert preview.shape == (2, 1, 29, 43)
+    torch.testing.assert_close(preview, full.soft_mask, rtol=0, atol=1e-6)
