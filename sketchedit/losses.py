@@ -126,6 +126,29 @@ def l1_reconstruction_losses(
     return F.l1_loss(coarse, target), F.l1_loss(fine, target)
 
 
+def hole_l1_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error *inside the mask* only, weighted by the mask: [ours], not [code].
+
+    ``sum(mask * |output - target|) / (3 * sum(mask))``, i.e. the mean L1 over the hole's
+    pixels and channels (0 for an empty mask). ``output``, ``target``: ``(B, 3, H, W)``;
+    ``mask``: ``(B, 1, H, W)`` in [0, 1] (soft masks weight their pixels).
+
+    The official objective has only the full-image L1 above. Without skip connections the
+    generator spends most of that loss reproducing the *known* pixels, which the composite
+    throws away; a hole term (as in partial-conv / DeepFill v1 training) puts the weight where
+    the edit is. Off by default (``TrainConfig.lambda_l1_hole = 0``).
+    """
+    _check_images(output=output, target=target)
+    _check_tensor("mask", mask, ndim=4)
+    if mask.shape[1] != 1 or mask.shape[0] != output.shape[0] or mask.shape[2:] != output.shape[2:]:
+        raise ValueError(
+            f"mask must have shape (B, 1, H, W) matching the images {tuple(output.shape)}, "
+            f"got {tuple(mask.shape)}"
+        )
+    weighted = (mask * (output - target).abs()).sum()
+    return weighted / (output.shape[1] * mask.sum()).clamp_min(1e-8)
+
+
 # ------------------------------------------------------------------------------------------
 # Gaussian blur and the two mask-estimator losses
 # ------------------------------------------------------------------------------------------

@@ -75,6 +75,11 @@ class TrainConfig:
     lambda_vgg: float = 10.0  # VGG-19 perceptual loss [code]
     lambda_l1_coarse: float = 1.0  # full-image L1 of the coarse output [code]
     lambda_l1_fine: float = 1.0  # full-image L1 of the fine output [code]
+    # [ours] L1 inside the mask only (sketchedit.losses.hole_l1_loss), on coarse and fine, on
+    # top of the full-image terms. The official objective has none (default 0); the starter
+    # model's last phase used 5 (about the hole weight 6 of partial-conv training), because
+    # the full-image L1 is dominated by the known pixels that the composite discards.
+    lambda_l1_hole: float = 0.0
     # [ours] The paper does not give the weight of the two mask-estimator losses. M shares no
     # parameter with G and has its own Adam optimiser, and Adam is invariant to the scale of
     # the loss, so this weight barely matters (only through Adam's eps); 1.0 keeps the logged
@@ -365,6 +370,7 @@ def validate_config(cfg: TrainConfig) -> None:
         "lambda_vgg",
         "lambda_l1_coarse",
         "lambda_l1_fine",
+        "lambda_l1_hole",
         "lambda_mask",
         "lambda_mask_bce",
     ):

@@ -91,6 +91,7 @@ LOG_COLUMNS = (
     "g_vgg",
     "g_l1_coarse",
     "g_l1_fine",
+    "g_l1_hole",
     "g_total",
     "m_rgb",
     "m_composite",
@@ -516,6 +517,12 @@ def gan_step(
             total = cfg.lambda_gan * g_gan + cfg.lambda_l1_coarse * l1_coarse
             if stage != "coarse":
                 total = total + cfg.lambda_l1_fine * l1_fine
+            l1_hole = torch.zeros((), device=x.device)
+            if cfg.lambda_l1_hole > 0:  # [ours] see TrainConfig.lambda_l1_hole
+                l1_hole = L.hole_l1_loss(coarse.float(), y, mask)
+                if stage != "coarse":
+                    l1_hole = l1_hole + L.hole_l1_loss(fine.float(), y, mask)
+                total = total + cfg.lambda_l1_hole * l1_hole
             g_vgg = torch.zeros((), device=x.device)
             if vgg is not None and cfg.lambda_vgg > 0:
                 g_vgg = vgg((fake if cfg.vgg_target == "fine" else comp).float(), y).float()
@@ -533,6 +540,7 @@ def gan_step(
         g_vgg=g_vgg.item(),
         g_l1_coarse=l1_coarse.item(),
         g_l1_fine=l1_fine.item(),
+        g_l1_hole=l1_hole.item() if cfg.lambda_l1_hole > 0 else float("nan"),
         g_total=total.item(),
     )
     pics = {}
@@ -867,7 +875,8 @@ def read_log(path: str | os.PathLike) -> dict[str, np.ndarray]:
         if k == "stage":
             cols[k] = np.array([r[k] for r in rows])
         else:
-            cols[k] = np.array([float(r[k]) if r[k] != "" else np.nan for r in rows])
+            # .get: a log written before a column existed reads as NaN there
+            cols[k] = np.array([float(r.get(k) or "nan") for r in rows])
     return cols
 
 

@@ -16,6 +16,7 @@ from sketchedit.losses import (
     gaussian_kernel2d,
     hinge_d_loss,
     hinge_g_loss,
+    hole_l1_loss,
     l1_reconstruction_losses,
     mask_estimator_losses,
     vgg_weights_available,
@@ -76,6 +77,23 @@ def test_l1_reconstruction_losses():
     assert l1f.item() == pytest.approx(3 / 48)
     with pytest.raises(ValueError, match="same shape"):
         l1_reconstruction_losses(coarse, fine, torch.zeros(1, 3, 8, 8))
+
+
+def test_hole_l1_loss_is_the_mean_error_inside_the_mask_only():
+    y = torch.zeros(1, 3, 4, 4)
+    out = torch.zeros_like(y)
+    out[..., 0, 0] = 1.0  # inside the hole: error 1 in 3 channels
+    out[..., 3, 3] = 5.0  # outside the hole: must not count
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[..., 0, :2] = 1.0  # a 2-pixel hole -> (3 * 1) / (3 * 2)
+    assert hole_l1_loss(out, y, mask).item() == pytest.approx(0.5)
+    # soft masks weight their pixels: weights 1 and 0.5 -> (1 * 3) / (3 * 1.5)
+    mask[..., 0, 1] = 0.5
+    assert hole_l1_loss(out, y, mask).item() == pytest.approx(1 / 1.5)
+    # an empty hole gives 0, not NaN
+    assert hole_l1_loss(out, y, torch.zeros_like(mask)).item() == 0.0
+    with pytest.raises(ValueError, match="mask must have shape"):
+        hole_l1_loss(out, y, torch.ones(1, 3, 4, 4))
 
 
 # ------------------------------------------------------------------------------------------

@@ -294,7 +294,12 @@ def test_cli_trains_and_writes_checkpoints_log_and_samples(photo_dir, tmp_path):
         str(out),
         "--no-progress",
         *set_args(
-            photo_dir, sample_every=2, ckpt_every=2, stage="mask:1,joint", lambda_mask_bce=0.5
+            photo_dir,
+            sample_every=2,
+            ckpt_every=2,
+            stage="mask:1,joint",
+            lambda_mask_bce=0.5,
+            lambda_l1_hole=2.0,
         ),
     )
     assert r.returncode == 0, r.stderr[-3000:]
@@ -315,6 +320,7 @@ def test_cli_trains_and_writes_checkpoints_log_and_samples(photo_dir, tmp_path):
     assert np.isnan(log["d_loss"][0]) and np.isfinite(log["d_loss"][1:]).all()
     assert np.isfinite(log["m_composite"]).all() and np.isfinite(log["g_l1_fine"][1:]).all()
     assert (log["m_bce"] > 0).all()  # the optional supervised mask term is logged when on
+    assert np.isnan(log["g_l1_hole"][0]) and (log["g_l1_hole"][1:] > 0).all()  # [ours] hole L1
     nets, meta = T.load_networks(out)
     assert meta["step"] == 3 and meta["config"]["cnum"] == 8
     assert set(nets) == {"M", "G", "D"}
@@ -509,3 +515,12 @@ def test_gan_off_skips_the_discriminator():
         out.losses["g_l1_coarse"] + out.losses["g_l1_fine"]
     )
     assert all(torch.equal(a, b) for a, b in zip(before, nets["D"].parameters(), strict=True))
+
+
+def test_read_log_accepts_a_log_written_before_a_column_existed(tmp_path):
+    # a run resumed across a version that added a loss column (e.g. g_l1_hole) keeps its
+    # old rows; reading them gives NaN for the new column instead of a KeyError
+    path = tmp_path / "log.csv"
+    path.write_text("step,stage,g_l1_fine\n1,joint,0.5\n")
+    log = T.read_log(path)
+    assert log["g_l1_fine"][0] == 0.5 and np.isnan(log["g_l1_hole"][0])
