@@ -23,8 +23,8 @@ Arithmetic floor: each worker also counts the floating-point operations of one p
 (``torch.utils.flop_counter``: convolutions and matrix products, 2 per multiply-add) and
 measures this machine's matrix-multiply peak (a 2048^3 ``torch.mm`` on the same threads). "GFLOP/s"
 is what the pass achieves; "floor s" is the pass's operations at that peak, the time no
-implementation that computes the same products can beat. The issue's target of 0.45 s at 256 px
-lies below that floor on the 2-core CPU it was set on (see the README).
+implementation that computes the same products can beat (fast-convolution algorithms such as
+Winograd compute fewer products; the README says why we ship none).
 
 Weights: random, with the scale of trained weights (std 1.5 / sqrt(fan_in)); with the official
 init (gain 0.02) every activation is ~1e-30, a denormal-float workload that is unrealistically
