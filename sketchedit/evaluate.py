@@ -14,6 +14,9 @@ Metrics (all defined here once, precisely):
 - **SSIM in D's box**: ``skimage.metrics.structural_similarity`` (``data_range=1``,
   ``channel_axis=-1``, Gaussian-free 7x7 windows) on the bounding box of D, grown to at least
   7x7 px (clipped to the image) so that the window fits.
+- **sketch edge F1** [ours]: do the image's own edges (same detector as the sketch) lie on the
+  strokes, inside the window the sketch was drawn in? See :func:`sketch_edge_f1`; the target
+  scores 1.0, the unchanged input scores well when the edit is small.
 
 What is compared: the model's *output* (``fine * m + x * (1 - m)``, soft mask, exactly what a
 user gets, :func:`sketchedit.inference.run_sketchedit`) against the target y.
@@ -49,6 +52,8 @@ SSIM_MIN_SIDE = 7
 #: Dilation radii (px at 64 px images; scaled with the image size) tried for the baselines.
 BASELINE_RADII_64 = (0, 1, 2, 3, 4, 6, 8, 12, 16)
 DEFAULT_EVAL_SEED = 12345  # [ours] any fixed seed; differs from the training seed
+#: Distance (px per 64 px of image side) within which an edge counts as drawing a stroke. [ours]
+EDGE_TOLERANCE_64 = 1
 
 
 # ------------------------------------------------------------------------------------------
@@ -140,6 +145,65 @@ def box_ssim(image, target, region) -> float:
     if win < 3:
         return float("nan")
     return float(structural_similarity(ca, cb, data_range=1.0, channel_axis=-1, win_size=win))
+
+
+def sketch_edge_f1(
+    image,
+    sketch,
+    region,
+    *,
+    edge_method: str = "canny",
+    tolerance: int | None = None,
+    margin: int | None = None,
+) -> float:
+    """Does the image draw the sketch? F1 of its own edges against the strokes. [ours]
+
+    PSNR in D rewards being close to the target pixel by pixel, and the unchanged input is
+    close whenever the edit is small. This metric asks the question SketchEdit is about:
+    are there edges where the user drew strokes, and none of the old ones left? The image's
+    edges are extracted with the same detector that made the sketch (``edge_method``) and
+    compared inside the window the sketch was drawn in, ``W = dilate(region, margin)``:
+
+    - precision: edge pixels of the image in W that lie within ``tolerance`` px of a stroke;
+    - recall: stroke pixels within ``tolerance`` px of an image edge;
+    - F1 = 2PR / (P + R); 1.0 when neither has a pixel, 0.0 when only one has.
+
+    ``margin`` defaults to the data's sketch margin (``WarpConfig.sketch_margin`` x side), so
+    for a synthetic sample the target itself scores exactly 1.0; ``tolerance`` defaults to
+    :data:`EDGE_TOLERANCE_64` px per 64 px of side. ``image``: ``(3, H, W)`` in [-1, 1];
+    ``sketch``, ``region``: ``(H, W)`` (or ``(1, H, W)``) masks.
+    """
+    from scipy.ndimage import binary_dilation
+    from skimage.morphology import disk
+
+    from sketchedit.data.edges import extract_edges
+    from sketchedit.data.warp import WarpConfig, dilate
+
+    img = _as_image01(image, "image")
+    strokes = _as_bool_mask(sketch, "sketch")
+    r = _as_bool_mask(region, "region")
+    if strokes.shape != img.shape[:2] or r.shape != img.shape[:2]:
+        raise ValueError(
+            f"sketch {strokes.shape} and region {r.shape} must match the image {img.shape[:2]}"
+        )
+    side = min(r.shape)
+    if margin is None:
+        margin = round(WarpConfig().sketch_margin * side)
+    if tolerance is None:
+        tolerance = max(1, round(EDGE_TOLERANCE_64 * side / 64))
+    window = dilate(r, margin) if margin > 0 else r
+    edges = (extract_edges(img, edge_method) > 0) & window
+    strokes = strokes & window
+    if not edges.any() and not strokes.any():
+        return 1.0
+    if not edges.any() or not strokes.any():
+        return 0.0
+    near = disk(tolerance)
+    precision = (edges & binary_dilation(strokes, structure=near)).sum() / edges.sum()
+    recall = (strokes & binary_dilation(edges, structure=near)).sum() / strokes.sum()
+    if precision + recall == 0:
+        return 0.0
+    return float(2 * precision * recall / (precision + recall))
 
 
 # ------------------------------------------------------------------------------------------
@@ -289,7 +353,7 @@ def evaluate(
     """Score the model and the baselines on ``n`` held-out samples; returns a JSON-able dict.
 
     ``{"n", "image_size", "baseline_radius": {...}, "metrics": {row: {"mask_iou", "psnr",
-    "ssim"} as [mean, standard error]}}``. Rows: ``"model"``, ``"model (true mask)"``,
+    "ssim", "edge_f1"} as [mean, standard error]}}``. Rows: ``"model"``, ``"model (true mask)"``,
     ``"input unchanged"``, ``"stroke dilation (k=..)"``, ``"stroke hull (k=..)"``; a metric a
     row does not have is absent. With ``mask_estimator=None`` only the baselines are scored.
     """
@@ -311,15 +375,20 @@ def evaluate(
                 mask_iou(BASELINE_MASKS[kind](s["sketch"], k), s["changed"]) for s in heldout
             ]
         }
+
+    def edge_f1(image, s):
+        return sketch_edge_f1(image, s["sketch"], s["changed"], edge_method=data.edge_method)
+
     rows["input unchanged"] = {
         "psnr": [masked_psnr(s["input"], s["target"], s["changed"]) for s in heldout],
         "ssim": [box_ssim(s["input"], s["target"], s["changed"]) for s in heldout],
+        "edge_f1": [edge_f1(s["input"], s) for s in heldout],
     }
     if mask_estimator is not None and generator is not None:
         mask_estimator = mask_estimator.to(device).eval()
         generator = generator.to(device).eval()
-        model = {"mask_iou": [], "psnr": [], "ssim": []}
-        oracle = {"psnr": [], "ssim": []}
+        model = {"mask_iou": [], "psnr": [], "ssim": [], "edge_f1": []}
+        oracle = {"psnr": [], "ssim": [], "edge_f1": []}
         for i in range(0, len(heldout), batch_size):
             chunk = heldout[i : i + batch_size]
             x = torch.stack([s["input"] for s in chunk]).to(device)
@@ -331,8 +400,10 @@ def evaluate(
                 model["mask_iou"].append(mask_iou(out.soft_mask[j].cpu().numpy(), s["changed"]))
                 model["psnr"].append(masked_psnr(out.output[j], s["target"], s["changed"]))
                 model["ssim"].append(box_ssim(out.output[j], s["target"], s["changed"]))
+                model["edge_f1"].append(edge_f1(out.output[j], s))
                 oracle["psnr"].append(masked_psnr(out_true.output[j], s["target"], s["changed"]))
                 oracle["ssim"].append(box_ssim(out_true.output[j], s["target"], s["changed"]))
+                oracle["edge_f1"].append(edge_f1(out_true.output[j], s))
         rows = {"model": model, "model (true mask)": oracle, **rows}
     return {
         "n": len(heldout),
@@ -353,12 +424,17 @@ def format_table(result: dict) -> str:
         f"Held-out synthetic edits: n = {result['n']}, {result['image_size']} px, "
         f"seed {result['seed']}",
         "",
-        "| method | mask IoU (>0.5) | PSNR in D (dB) | SSIM in D's box |",
-        "|---|---|---|---|",
+        "| method | mask IoU (>0.5) | PSNR in D (dB) | SSIM in D's box | sketch edge F1 |",
+        "|---|---|---|---|---|",
     ]
     for row, vals in result["metrics"].items():
         cells = []
-        for m, fmt in (("mask_iou", "{:.3f}"), ("psnr", "{:.2f}"), ("ssim", "{:.3f}")):
+        for m, fmt in (
+            ("mask_iou", "{:.3f}"),
+            ("psnr", "{:.2f}"),
+            ("ssim", "{:.3f}"),
+            ("edge_f1", "{:.3f}"),
+        ):
             if m in vals and not math.isnan(vals[m][0]):
                 mean, sem = vals[m]
                 cells.append(f"{fmt.format(mean)} ± {fmt.format(sem)}")

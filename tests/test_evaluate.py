@@ -87,6 +87,50 @@ def test_baseline_radius_is_chosen_by_iou():
     assert k == 6 and iou == pytest.approx(1.0)
 
 
+def _bar_image(size: int, col: int) -> torch.Tensor:
+    """A grey (3, size, size) image in [-1, 1] with a dark vertical bar starting at ``col``."""
+    img = torch.full((3, size, size), 0.6)
+    img[:, :, col : col + 6] = -0.6
+    return img
+
+
+def test_sketch_edge_f1_hand_made():
+    size = 64
+    region = np.zeros((size, size), bool)
+    region[16:48, 16:48] = True
+    target = _bar_image(size, 30)
+    from sketchedit.data.edges import extract_edges
+
+    sketch = extract_edges(target, "canny").astype(bool)  # the strokes: both sides of the bar
+    assert sketch.any()
+    # the target draws its own sketch exactly, with any tolerance
+    assert E.sketch_edge_f1(target, sketch, region, margin=0) == 1.0
+    assert E.sketch_edge_f1(target, sketch, region, margin=0, tolerance=0) == 1.0
+    # the bar moved by 4 px: no edge within 1 px of a stroke -> 0; within 5 px -> 1
+    moved = _bar_image(size, 34)
+    assert E.sketch_edge_f1(moved, sketch, region, margin=0, tolerance=1) == 0.0
+    assert E.sketch_edge_f1(moved, sketch, region, margin=0, tolerance=5) == 1.0
+    # a flat image draws nothing: recall 0 -> F1 0; nothing drawn and no strokes -> 1
+    flat = torch.full((3, size, size), 0.2)
+    assert E.sketch_edge_f1(flat, sketch, region, margin=0) == 0.0
+    assert E.sketch_edge_f1(flat, np.zeros_like(sketch), region, margin=0) == 1.0
+    # half of the strokes (one side of the bar) with the other side's edge present:
+    # precision 1/2 (two edges drawn, one on a stroke), recall 1 -> F1 = 2/3
+    half = sketch.copy()
+    half[:, 33:] = False
+    got = E.sketch_edge_f1(target, half, region, margin=0, tolerance=1)
+    assert got == pytest.approx(2 / 3, abs=0.02)
+    with pytest.raises(ValueError, match="must match the image"):
+        E.sketch_edge_f1(target, sketch[:32], region, margin=0)
+
+
+def test_sketch_edge_f1_target_scores_one_on_synthetic_edits():
+    # with the default margin (the data's sketch margin) the target reproduces its sketch
+    samples = E._samples(E.EvalData(image_size=32), 0, 6, 3)
+    for s in samples:
+        assert E.sketch_edge_f1(s["target"], s["sketch"], s["changed"]) == 1.0
+
+
 def test_format_table():
     result = {
         "n": 2,
@@ -98,8 +142,8 @@ def test_format_table():
         },
     }
     table = E.format_table(result)
-    assert "| input unchanged | – | 20.00 ± 1.00 | 0.500 ± 0.100 |" in table
-    assert "| stroke hull (k=2) | 0.250 ± 0.050 | – | – |" in table
+    assert "| input unchanged | – | 20.00 ± 1.00 | 0.500 ± 0.100 | – |" in table
+    assert "| stroke hull (k=2) | 0.250 ± 0.050 | – | – | – |" in table
 
 
 def test_evaluate_tiny_model_and_cli(tmp_path, capsys):
@@ -114,6 +158,8 @@ def test_evaluate_tiny_model_and_cli(tmp_path, capsys):
     rows = res["metrics"]
     assert res["n"] == 4
     assert {"model", "model (true mask)", "input unchanged"} <= set(rows)
+    assert {"psnr", "ssim", "edge_f1"} <= set(rows["model"])
+    assert "edge_f1" in rows["model (true mask)"]
     assert any(r.startswith("stroke dilation (k=") for r in rows)
     for row in rows.values():
         for mean, sem in row.values():
