@@ -536,11 +536,12 @@ def gan_step(
         optims["M"].step()
     if use_gan:
         out["g_gan"] = g_gan.item()
+    if cfg.lambda_l1_hole > 0:
+        out["g_l1_hole"] = l1_hole.item()
     out.update(
         g_vgg=g_vgg.item(),
         g_l1_coarse=l1_coarse.item(),
         g_l1_fine=l1_fine.item(),
-        g_l1_hole=l1_hole.item() if cfg.lambda_l1_hole > 0 else float("nan"),
         g_total=total.item(),
     )
     pics = {}
