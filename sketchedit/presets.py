@@ -193,8 +193,9 @@ PRESETS: dict[str, TrainConfig] = {
         keep_last=3,
         log_every=25,
         out_dir="runs/starter",
-        # The shipped model then ran a second phase (steps 4001-5500, GAN off, lr_g 1e-4,
-        # lr_m 1.5e-4): --resume runs/starter --steps 5500 --set lambda_gan=0 ... (model card).
+        # The shipped model then ran three more phases, resumed with --set overrides (GAN off
+        # from step 4001, hole L1 and Adam beta1 0.9 later, lower learning rates at the end;
+        # 19,500 steps in all): the exact commands are in the model card.
     ),
     "paper": TrainConfig(
         preset="paper",
