@@ -173,9 +173,6 @@ def sketch_edge_f1(
     :data:`EDGE_TOLERANCE_64` px per 64 px of side. ``image``: ``(3, H, W)`` in [-1, 1];
     ``sketch``, ``region``: ``(H, W)`` (or ``(1, H, W)``) masks.
     """
-    from scipy.ndimage import binary_dilation
-    from skimage.morphology import disk
-
     from sketchedit.data.edges import extract_edges
     from sketchedit.data.warp import WarpConfig, dilate
 
@@ -191,16 +188,15 @@ def sketch_edge_f1(
         margin = round(WarpConfig().sketch_margin * side)
     if tolerance is None:
         tolerance = max(1, round(EDGE_TOLERANCE_64 * side / 64))
-    window = dilate(r, margin) if margin > 0 else r
+    window = dilate(r, margin)
     edges = (extract_edges(img, edge_method) > 0) & window
     strokes = strokes & window
     if not edges.any() and not strokes.any():
         return 1.0
     if not edges.any() or not strokes.any():
         return 0.0
-    near = disk(tolerance)
-    precision = (edges & binary_dilation(strokes, structure=near)).sum() / edges.sum()
-    recall = (strokes & binary_dilation(edges, structure=near)).sum() / strokes.sum()
+    precision = (edges & dilate(strokes, tolerance)).sum() / edges.sum()
+    recall = (strokes & dilate(edges, tolerance)).sum() / strokes.sum()
     if precision + recall == 0:
         return 0.0
     return float(2 * precision * recall / (precision + recall))
@@ -213,13 +209,9 @@ def sketch_edge_f1(
 
 def stroke_dilation_mask(sketch, radius: int) -> np.ndarray:
     """Baseline mask: the strokes dilated by a disk of ``radius`` px. ``(H, W)`` bool."""
-    from scipy.ndimage import binary_dilation
-    from skimage.morphology import disk
+    from sketchedit.data.warp import dilate
 
-    s = _as_bool_mask(sketch, "sketch")
-    if radius <= 0:
-        return s
-    return binary_dilation(s, structure=disk(radius))
+    return dilate(_as_bool_mask(sketch, "sketch"), radius)
 
 
 def stroke_hull_mask(sketch, radius: int) -> np.ndarray:

@@ -84,6 +84,16 @@ def _check_images(**images: torch.Tensor) -> None:
             )
 
 
+def _check_mask(mask: torch.Tensor, like: torch.Tensor, like_name: str) -> None:
+    """``mask`` must be ``(B, 1, H, W)`` with the batch and size of the image ``like``."""
+    _check_tensor("mask", mask, ndim=4)
+    b, _, h, w = like.shape
+    if mask.shape != (b, 1, h, w):
+        raise ValueError(
+            f"mask must have shape {(b, 1, h, w)} to match {like_name}, got {tuple(mask.shape)}"
+        )
+
+
 # ------------------------------------------------------------------------------------------
 # Hinge GAN [code][lineage: SPADE's GANLoss(gan_mode="hinge")]
 # ------------------------------------------------------------------------------------------
@@ -139,12 +149,7 @@ def hole_l1_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor)
     the edit is. Off by default (``TrainConfig.lambda_l1_hole = 0``).
     """
     _check_images(output=output, target=target)
-    _check_tensor("mask", mask, ndim=4)
-    if mask.shape[1] != 1 or mask.shape[0] != output.shape[0] or mask.shape[2:] != output.shape[2:]:
-        raise ValueError(
-            f"mask must have shape (B, 1, H, W) matching the images {tuple(output.shape)}, "
-            f"got {tuple(mask.shape)}"
-        )
+    _check_mask(mask, output, "output")
     weighted = (mask * (output - target).abs()).sum()
     return weighted / (output.shape[1] * mask.sum()).clamp_min(1e-8)
 
@@ -247,12 +252,7 @@ def mask_estimator_losses(
     the changed region dilated by that ring (1 px at 3x3): a slightly generous mask.
     """
     _check_images(rgb=rgb, input=input, target=target)
-    _check_tensor("mask", mask, ndim=4)
-    b, _, h, w = rgb.shape
-    if mask.shape != (b, 1, h, w):
-        raise ValueError(
-            f"mask must have shape {(b, 1, h, w)} to match rgb, got {tuple(mask.shape)}"
-        )
+    _check_mask(mask, rgb, "rgb")
     if blur:
         target = gaussian_blur(target, kernel_size, sigma)
         input = gaussian_blur(input, kernel_size, sigma)
