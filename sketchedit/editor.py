@@ -614,7 +614,7 @@ class SketchEditor:
         extra = user_mask if user_mask is not None else _revision_add(revision, sketch.shape)
         strategy, regions = self._plan(strategy, sketch, extra)
         soft, used, hard = (np.zeros_like(sketch) for _ in range(3))
-        edited, coarse, fine = (np.array(image) for _ in range(3))
+        edited, coarse, fine = image.copy(), image.copy(), image.copy()
         for region in regions:
             piece = self._edit_region(image, sketch, region, user_mask, revision, size_mode)
             box = region.box.slices
@@ -622,19 +622,19 @@ class SketchEditor:
             used[box] = feather_mask(piece["used"], feather)
             if strategy == "crop":
                 used[box] *= _crop_taper(region, sketch.shape)
-            crop = image.crop(region.box.pil)
-            edited[box] = np.asarray(blend(crop, piece["fine"], used[box]))
-            fine[box] = np.asarray(to_pil(piece["fine"]))
-            coarse[box] = np.asarray(to_pil(piece["coarse"]))
+            corner = (region.box.left, region.box.top)
+            edited.paste(blend(image.crop(region.box.pil), piece["fine"], used[box]), corner)
+            fine.paste(to_pil(piece["fine"]), corner)
+            coarse.paste(to_pil(piece["coarse"]), corner)
         return EditResult(
-            image=Image.fromarray(edited, mode="RGB"),
+            image=edited,
             input_image=image,
             sketch=sketch,
             soft_mask=soft,
             used_mask=used,
             hard_mask=hard,
-            coarse=Image.fromarray(coarse, mode="RGB"),
-            fine=Image.fromarray(fine, mode="RGB"),
+            coarse=coarse,
+            fine=fine,
             ran_model=True,
             settings=settings,
             strategy=strategy,
