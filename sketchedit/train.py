@@ -47,10 +47,13 @@ import argparse
 import contextlib
 import csv
 import hashlib
+import io
 import json
 import math
 import os
 import random
+import re
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -252,6 +255,42 @@ def build_dataset(cfg: TrainConfig, photos, seed: int | None = None):
         samples_per_photo=cfg.samples_per_photo,
         edge_method=cfg.edge_method,
         seed=cfg.seed if seed is None else seed,
+    )
+
+
+def training_dataset(cfg: TrainConfig, world_size: int = 1):
+    """The synthetic-edit data set of the train split, checked against the global batch."""
+    photos = training_photos(cfg)
+    dataset = build_dataset(cfg, photos)
+    if len(dataset) < cfg.batch_size * world_size:
+        raise ValueError(
+            f"batch_size {cfg.batch_size} x {world_size} process(es) is larger than "
+            f"the data set ({len(dataset)} samples from {len(photos)} photos) and incomplete "
+            f"batches are dropped; lower batch_size or raise samples_per_photo"
+        )
+    return dataset
+
+
+def step_loader(cfg: TrainConfig, dataset, dist_info, start_step: int, device: torch.device):
+    """A DataLoader of this rank's batches for steps ``start_step .. cfg.steps - 1``."""
+    sampler = StepSampler(
+        len(dataset),
+        cfg.batch_size,
+        seed=cfg.seed,
+        rank=dist_info.rank,
+        world_size=dist_info.world_size,
+        start_step=start_step,
+        end_step=cfg.steps,
+    )
+    return torch.utils.data.DataLoader(
+        EpochTaggedDataset(dataset),
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda",
+        # A private generator: creating the iterator must not consume the global RNG.
+        generator=torch.Generator().manual_seed(cfg.seed),
     )
 
 
@@ -716,6 +755,10 @@ def read_training_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.T
         tensors = load_file(str(p))
     except Exception as err:  # safetensors raises its own error types for corrupt files
         raise ValueError(f"{p}: not a readable safetensors file ({err})") from None
+    return tensors, _check_training_metadata(p, raw)
+
+
+def _check_training_metadata(p: Path, raw: str | None) -> dict:
     if raw is None:
         raise ValueError(
             f"{p}: not a sketchedit training checkpoint (no 'sketchedit_train' metadata)"
@@ -726,7 +769,7 @@ def read_training_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.T
             f"{p}: training checkpoint format {meta.get('format')!r} v{meta.get('version')} "
             f"is not supported (expected {TRAIN_CKPT_FORMAT!r} v{TRAIN_CKPT_VERSION})"
         )
-    return tensors, meta
+    return meta
 
 
 def _split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -829,20 +872,35 @@ def weights_checksum(nets: dict[str, nn.Module]) -> str:
 # ------------------------------------------------------------------------------------------
 
 
+def _complete_log_rows(path: Path) -> list[dict[str, str]]:
+    """The complete rows of ``log.csv``.
+
+    A kill can interrupt the last row mid-write: a last line without its line end, or a row
+    with too few or too many fields, is not a row (it would read as a bogus step, e.g. ``1``
+    torn from ``12,joint,...``), so it is dropped.
+    """
+    text = path.read_text()
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    rows = csv.DictReader(io.StringIO(text))
+    return [r for r in rows if None not in r and None not in r.values() and r["step"].isdigit()]
+
+
 class CsvLog:
     """``log.csv``: one row per step, every loss term (empty where a stage has none).
 
     On resume, rows after the checkpoint's step (written after the last checkpoint of the
-    interrupted run) are dropped, so the log has each step exactly once.
+    interrupted run) and a row torn by the kill are dropped, so the log has each step exactly
+    once. :meth:`flush` makes the rows durable; the trainer calls it before every checkpoint,
+    so the rows up to a checkpoint's step survive whatever kills the run after it.
     """
 
     def __init__(self, path: Path, start_step: int):
         self.path = path
         if start_step > 0 and path.exists():
-            with open(path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start_step]
+            rows = [r for r in _complete_log_rows(path) if int(r["step"]) <= start_step]
             with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-                w = csv.DictWriter(f, LOG_COLUMNS)
+                w = csv.DictWriter(f, LOG_COLUMNS, extrasaction="ignore")
                 w.writeheader()
                 w.writerows(rows)
         elif start_step == 0 or not path.exists():
@@ -850,6 +908,14 @@ class CsvLog:
                 csv.DictWriter(f, LOG_COLUMNS).writeheader()
         self.file = open(path, "a", newline="")  # noqa: SIM115 (closed in close())
         self.writer = csv.DictWriter(self.file, LOG_COLUMNS)
+
+    def write_step(self, step: int, stage: str, losses: dict[str, float]) -> None:
+        """The row of ``step``: its stage, mode (empty when G did not train) and losses."""
+        mode = losses.get("mode", float("nan"))
+        row = {k: v for k, v in losses.items() if k != "mode"}
+        self.write(
+            {"step": step, "stage": stage, "mode": "" if math.isnan(mode) else int(mode), **row}
+        )
 
     def write(self, row: dict) -> None:
         clean = {}
@@ -860,8 +926,11 @@ class CsvLog:
             clean[k] = v
         self.writer.writerow(clean)
 
-    def flush(self) -> None:
+    def flush(self, durable: bool = False) -> None:
+        """Hand the rows to the OS (survives a kill); ``durable`` also fsyncs (a power cut)."""
         self.file.flush()
+        if durable:
+            os.fsync(self.file.fileno())
 
     def close(self) -> None:
         self.file.close()
@@ -869,8 +938,7 @@ class CsvLog:
 
 def read_log(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """``log.csv`` as column arrays (floats; NaN where empty; "stage" as strings)."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = _complete_log_rows(Path(path))
     cols: dict[str, np.ndarray] = {}
     for k in LOG_COLUMNS:
         if k == "stage":
@@ -879,6 +947,161 @@ def read_log(path: str | os.PathLike) -> dict[str, np.ndarray]:
             # .get: a log written before a column existed reads as NaN there
             cols[k] = np.array([float(r.get(k) or "nan") for r in rows])
     return cols
+
+
+# ------------------------------------------------------------------------------------------
+# The run folder: one trainer at a time, no stale temporary files, no silent config change
+# ------------------------------------------------------------------------------------------
+
+LOCK_NAME = ".trainer.lock"
+
+
+class RunFolderInUseError(RuntimeError):
+    """Another trainer writes into the same run folder."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def run_folder_lock(out_dir: str | os.PathLike) -> Iterator[Path]:
+    """Hold the run folder exclusively while training [ours].
+
+    Two trainers in one folder would overwrite each other's checkpoints and interleave their
+    log rows. The lock is ``flock`` on ``out_dir/.trainer.lock``, which the OS releases when
+    its holder dies however it dies; the file holds the owner's pid and host for the error
+    message. A file still naming an owner means that owner died without releasing it: a dead
+    pid on this host is taken over with a notice; an owner on another host (where ``flock``
+    may not reach, e.g. NFS) is refused, because we cannot tell whether it still runs.
+    """
+    import fcntl
+
+    out_dir = Path(out_dir)
+    path = out_dir / LOCK_NAME
+    me = {"pid": os.getpid(), "host": socket.gethostname()}
+    with open(path, "a+") as f:  # noqa: PTH123 (the fd carries the flock)
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = _lock_owner(f)
+            raise RunFolderInUseError(
+                f"run folder {str(out_dir)!r} is in use by another trainer (pid "
+                f"{owner.get('pid', '?')} on {owner.get('host', '?')}); wait for it to end or "
+                f"choose another out_dir"
+            ) from None
+        owner = _lock_owner(f)
+        if owner and owner != me:
+            if owner.get("host") != me["host"] or _pid_alive(int(owner.get("pid", -1))):
+                raise RunFolderInUseError(
+                    f"run folder {str(out_dir)!r} is locked by pid {owner.get('pid', '?')} on "
+                    f"{owner.get('host', '?')}; if no trainer runs there any more, delete {path}"
+                )
+            print(
+                f"warning: taking over the lock of {str(out_dir)!r} from pid {owner['pid']}, "
+                f"which is no longer running",
+                file=sys.stderr,
+            )
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps(me))
+        f.flush()
+        try:
+            yield path
+        finally:
+            f.seek(0)
+            f.truncate()  # released; the empty file stays (unlinking it would race)
+
+
+def _lock_owner(f) -> dict:
+    f.seek(0)
+    try:
+        owner = json.loads(f.read() or "{}")
+    except json.JSONDecodeError:
+        return {"pid": "?", "host": "?"}
+    return owner if isinstance(owner, dict) else {}
+
+
+#: The temporary files :func:`sketchedit.fileio.atomic_path` leaves when a kill hits a write:
+#: ``tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp")`` next to the file ``name``, for the
+#: files the trainer writes into a run folder (and its samples/ folder).
+_RUN_TEMP_FILES = re.compile(
+    r"\.(ckpt_latest\.safetensors|ckpt_step_\d+\.safetensors|config\.json|log\.csv"
+    r"|rank_checksums\.json|step_\d+\.png)\.[a-z0-9_]{8}\.tmp"
+)
+
+
+def remove_stale_temp_files(out_dir: str | os.PathLike) -> list[Path]:
+    """Delete the trainer's own leftover temporary files in ``out_dir`` (call with the lock).
+
+    A kill during a checkpoint write leaves a hidden ``.ckpt_latest.safetensors.XXXXXXXX.tmp``
+    as large as a checkpoint; nothing else would ever remove it. Only names of that exact
+    pattern, directly in the run folder or its ``samples/`` folder, are touched.
+    """
+    out_dir = Path(out_dir)
+    removed = []
+    for folder in (out_dir, out_dir / "samples"):
+        for p in folder.glob(".*.tmp"):
+            if _RUN_TEMP_FILES.fullmatch(p.name) and p.is_file():
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                    removed.append(p)
+    return removed
+
+
+#: Settings whose change on resume is routine and not worth a notice.
+_ROUTINE_ON_RESUME = ("resume", "steps")
+
+
+def config_changes(stored: dict, cfg: TrainConfig) -> list[tuple[str, object, object]]:
+    """``(name, stored value, new value)`` for every setting ``cfg`` changes in a resumed run."""
+    old = TrainConfig.from_dict(stored).to_dict()
+    new = cfg.to_dict()
+    return [(k, old[k], new[k]) for k in new if k not in _ROUTINE_ON_RESUME and old[k] != new[k]]
+
+
+def read_training_metadata(path: str | os.PathLike) -> dict:
+    """The metadata of a training checkpoint (or run folder) without reading its tensors."""
+    from safetensors import safe_open
+
+    p = resolve_checkpoint(path)
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            raw = (f.metadata() or {}).get("sketchedit_train")
+    except Exception as err:  # safetensors raises its own error types for corrupt files
+        raise ValueError(f"{p}: not a readable safetensors file ({err})") from None
+    return _check_training_metadata(p, raw)
+
+
+def check_export_path(path: str | os.PathLike) -> Path:
+    """Raise a clear error now if an inference checkpoint cannot be written to ``path``.
+
+    Called before training starts, so a typo in ``--export`` does not surface only after
+    hours of training.
+    """
+    p = Path(path)
+    if p.is_dir():
+        example = str(p / "model.safetensors")
+        raise ValueError(f"--export {str(p)!r} is a folder; give a file name, e.g. {example!r}")
+    if not p.parent.is_dir():
+        raise ValueError(f"--export {str(p)!r}: folder {str(p.parent)!r} does not exist")
+    import tempfile
+
+    try:  # the real test of "writable" (os.access says yes to root even on a read-only mount)
+        fd, probe = tempfile.mkstemp(prefix=".export-probe.", dir=p.parent)
+    except OSError as err:
+        raise ValueError(
+            f"--export {str(p)!r}: cannot write into folder {str(p.parent)!r} ({err.strerror})"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
+    return p
 
 
 # ------------------------------------------------------------------------------------------
@@ -905,15 +1128,37 @@ def _wrap_ddp(net: nn.Module, device: torch.device) -> nn.Module:
     return DDP(net, **kwargs)
 
 
-def _rotate_step_checkpoints(out_dir: Path, keep_last: int) -> None:
-    step_files = sorted(out_dir.glob("ckpt_step_*.safetensors"))
+_STEP_CKPT = re.compile(r"ckpt_step_(\d+)\.safetensors")
+
+
+def step_checkpoints(out_dir: str | os.PathLike) -> list[Path]:
+    """The ``ckpt_step_N.safetensors`` files of a run folder, oldest first.
+
+    Sorted by the number N, not by the name: the names are zero-padded to six digits only,
+    so ``ckpt_step_1000000`` sorts before ``ckpt_step_999999`` as text.
+    """
+    found = []
+    for p in Path(out_dir).glob("ckpt_step_*.safetensors"):
+        m = _STEP_CKPT.fullmatch(p.name)
+        if m:
+            found.append((int(m[1]), p))
+    return [p for _, p in sorted(found)]
+
+
+def rotate_step_checkpoints(out_dir: Path, keep_last: int) -> None:
+    """Delete all but the ``keep_last`` newest step-numbered checkpoints."""
+    step_files = step_checkpoints(out_dir)
     for old in step_files[: max(0, len(step_files) - keep_last)]:
         with contextlib.suppress(FileNotFoundError):
             old.unlink()
 
 
-def _write_checkpoints(out_dir: Path, cfg: TrainConfig, step: int, nets, optims) -> Path:
-    """``ckpt_step_N`` (if keep_last > 0) and ``ckpt_latest``, each replaced atomically."""
+def _write_checkpoints(out_dir: Path, cfg: TrainConfig, step: int, nets, optims, log) -> Path:
+    """``ckpt_step_N`` (if keep_last > 0) and ``ckpt_latest``, each replaced atomically.
+
+    The log is made durable first: a checkpoint of step N promises the log rows up to N.
+    """
+    log.flush(durable=True)
     latest = out_dir / LATEST
     save_training_checkpoint(latest, cfg, step, nets, optims)
     if cfg.keep_last > 0:
@@ -926,7 +1171,7 @@ def _write_checkpoints(out_dir: Path, cfg: TrainConfig, step: int, nets, optims)
                 import shutil
 
                 shutil.copyfile(latest, tmp)
-        _rotate_step_checkpoints(out_dir, cfg.keep_last)
+        rotate_step_checkpoints(out_dir, cfg.keep_last)
     return latest
 
 
@@ -940,124 +1185,45 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     validate_config(cfg)
     schedule = parse_stage_schedule(cfg.stage)
     dist_info = _dist_info_from_env()
-    device = _resolve_device(cfg, dist_info)
-    if cfg.threads > 0 and device.type == "cpu":
-        torch.set_num_threads(cfg.threads)
-    if cfg.flush_denormal and device.type == "cpu":
-        torch.set_flush_denormal(True)  # [ours] see TrainConfig.flush_denormal
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    if cfg.amp == "bf16" and device.type == "cpu" and not _cpu_bf16_is_native():
-        import warnings
-
-        warnings.warn(
-            "amp='bf16' on a CPU without native bf16 convolutions (no AVX-512 BF16 / AMX): "
-            "PyTorch falls back to a naive convolution, far slower than fp32; use amp='none'",
-            stacklevel=2,
-        )
-    stages_used = {stage_at(schedule, s) for s in range(cfg.steps)}
-
+    device = _set_up_device(cfg, dist_info)
     # VGG first: if its weights are missing this is where a run must fail, not at step 1000.
-    vgg = None
-    if cfg.lambda_vgg > 0 and stages_used - {"mask"}:
-        from sketchedit.losses import VGGPerceptualLoss
-
-        vgg = VGGPerceptualLoss(weights=cfg.vgg_weights or None).to(device).eval()
-        for p in vgg.parameters():
-            p.requires_grad_(False)
-
-    resume_path = resolve_checkpoint(cfg.resume) if cfg.resume else None
-    if resume_path is None and (Path(cfg.out_dir) / LATEST).exists():
-        raise ValueError(
-            f"out_dir {cfg.out_dir!r} already holds a training run; continue it with "
-            f"resume={cfg.out_dir!r} (--resume), or choose another out_dir"
-        )
-    photos = training_photos(cfg)
-    dataset = build_dataset(cfg, photos)
-    if len(dataset) < cfg.batch_size * dist_info.world_size:
-        raise ValueError(
-            f"batch_size {cfg.batch_size} x {dist_info.world_size} process(es) is larger than "
-            f"the data set ({len(dataset)} samples from {len(photos)} photos) and incomplete "
-            f"batches are dropped; lower batch_size or raise samples_per_photo"
-        )
-
-    if dist_info.enabled:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-
+    vgg = _perceptual_loss(cfg, schedule, device)
     out_dir = Path(cfg.out_dir)
-    samples_dir = out_dir / "samples"
-    if dist_info.is_main:
-        samples_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out_dir / "config.json") as tmp:
-            tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    resume_path = _check_run_folder(cfg, out_dir)
+    dataset = training_dataset(cfg, dist_info.world_size)
+    if dist_info.enabled:
+        _init_process_group(device)
 
-    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    nets = {k: v.to(device) for k, v in build_networks(cfg).items()}
-    optims = make_optimizers(cfg, nets)
-    start_step = 0
-    if resume_path is not None:
-        start_step = restore_training_state(resume_path, nets, optims, device)
-        # The configuration wins over the stored hyper-parameters, so a run can be continued
-        # with, e.g., a lower learning rate (same values = an exact continuation).
-        lrs = {"M": cfg.lr_m, "G": cfg.lr_g, "D": cfg.lr_d}
-        for name, opt in optims.items():
-            for group in opt.param_groups:
-                group["lr"] = lrs[name]
-                group["betas"] = (cfg.beta1, cfg.beta2)
-    else:
-        # Fresh run: the RNG states written into checkpoints start from the seed.
-        random.seed(cfg.seed)
-        np.random.seed(cfg.seed % 2**32)  # noqa: NPY002 (for code that uses it)
+    with contextlib.ExitStack() as run:
+        if dist_info.is_main:  # rank 0 owns the run folder: lock, clean-up, config.json
+            run.enter_context(open_run_folder(out_dir, cfg, resume_path))
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        nets = {k: v.to(device) for k, v in build_networks(cfg).items()}
+        optims = make_optimizers(cfg, nets)
+        start_step = _restore_or_seed(cfg, resume_path, nets, optims, device)
+        loader = step_loader(cfg, dataset, dist_info, start_step, device)
+        log = CsvLog(out_dir / "log.csv", start_step) if dist_info.is_main else None
+        if log is not None:
+            run.callback(log.close)
+        from tqdm.auto import tqdm
 
-    sampler = StepSampler(
-        len(dataset),
-        cfg.batch_size,
-        seed=cfg.seed,
-        rank=dist_info.rank,
-        world_size=dist_info.world_size,
-        start_step=start_step,
-        end_step=cfg.steps,
-    )
-    loader = torch.utils.data.DataLoader(
-        EpochTaggedDataset(dataset),
-        batch_size=cfg.batch_size,
-        sampler=sampler,
-        drop_last=True,
-        num_workers=cfg.num_workers,
-        pin_memory=device.type == "cuda",
-        # A private generator: creating the iterator must not consume the global RNG.
-        generator=torch.Generator().manual_seed(cfg.seed),
-    )
-    autocast_dtype = torch.bfloat16
-    use_amp = cfg.amp == "bf16"
-
-    def autocast():
-        return torch.autocast(device.type, dtype=autocast_dtype, enabled=use_amp)
-
-    log = CsvLog(out_dir / "log.csv", start_step) if dist_info.is_main else None
-    from tqdm.auto import tqdm
-
-    bar = tqdm(
-        total=cfg.steps,
-        initial=start_step,
-        disable=not (progress and dist_info.is_main),
-        desc="train",
-        dynamic_ncols=True,
-    )
-    samples: list[Path] = []
-    last: dict[str, float] = {}
-    ckpt: Path | None = None
-    current_stage = None
-    wrapped: dict[str, nn.Module] = dict(nets)
-    t_start = time.perf_counter()
-    step = start_step
-    try:
-        t_prev = time.perf_counter()
+        bar = run.enter_context(
+            tqdm(
+                total=cfg.steps,
+                initial=start_step,
+                disable=not (progress and dist_info.is_main),
+                desc="train",
+                dynamic_ncols=True,
+            )
+        )
+        autocast = _autocast(cfg, device)
+        samples: list[Path] = []
+        last: dict[str, float] = {}
+        ckpt: Path | None = None
+        current_stage = None
+        wrapped: dict[str, nn.Module] = dict(nets)
+        t_start = t_prev = time.perf_counter()
+        step = start_step
         for step, batch in zip(range(start_step, cfg.steps), loader, strict=False):
             stage = stage_at(schedule, step)
             if stage != current_stage:
@@ -1076,46 +1242,29 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
             )
             res = gan_step(cfg, step, batch, nets, wrapped, optims, stage, vgg, autocast, want_pics)
             now = time.perf_counter()
-            last = dict(res.losses)
-            last["sec_per_step"] = now - t_prev
+            last = {**res.losses, "sec_per_step": now - t_prev}
             t_prev = now
             if not all(math.isfinite(v) for k, v in last.items() if k != "mode"):
                 raise FloatingPointError(f"non-finite loss at step {done}: {last}")
             if log is not None:
-                mode = last.pop("mode")
-                log.write(
-                    {
-                        "step": done,
-                        "stage": stage,
-                        "mode": "" if math.isnan(mode) else int(mode),
-                        **last,
-                    }
-                )
-                last["mode"] = mode
+                log.write_step(done, stage, last)
                 if done % cfg.log_every == 0:
                     log.flush()
-                    shown = {
-                        k: f"{last[k]:.3f}"
-                        for k in ("d_loss", "g_total", "m_composite")
-                        if k in last
-                    }
-                    bar.set_postfix(stage=stage, **shown)
+                    bar.set_postfix(stage=stage, **_shown_losses(last))
             bar.update(1)
             if res.pictures:
-                samples.append(save_sample_grid(res.pictures, samples_dir / f"step_{done:06d}.png"))
+                samples.append(
+                    save_sample_grid(res.pictures, out_dir / "samples" / f"step_{done:06d}.png")
+                )
             if cfg.ckpt_every > 0 and done % cfg.ckpt_every == 0 and done < cfg.steps:
                 if dist_info.is_main:
-                    ckpt = _write_checkpoints(out_dir, cfg, done, nets, optims)
+                    ckpt = _write_checkpoints(out_dir, cfg, done, nets, optims, log)
             step = done
         step = max(step, start_step)
         if dist_info.is_main and (step > start_step or not (out_dir / LATEST).exists()):
-            ckpt = _write_checkpoints(out_dir, cfg, step, nets, optims)
+            ckpt = _write_checkpoints(out_dir, cfg, step, nets, optims, log)
         elif dist_info.is_main:
             ckpt = out_dir / LATEST
-    finally:
-        bar.close()
-        if log is not None:
-            log.close()
 
     checksum = weights_checksum(nets)
     if dist_info.enabled:
@@ -1130,6 +1279,127 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
         wall_time_s=time.perf_counter() - t_start,
         checksum=checksum,
     )
+
+
+def _set_up_device(cfg: TrainConfig, dist_info: DistInfo) -> torch.device:
+    """The device of this process, with the CPU / cuDNN settings of ``cfg`` applied."""
+    device = _resolve_device(cfg, dist_info)
+    if cfg.threads > 0 and device.type == "cpu":
+        torch.set_num_threads(cfg.threads)
+    if cfg.flush_denormal and device.type == "cpu":
+        torch.set_flush_denormal(True)  # [ours] see TrainConfig.flush_denormal
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if cfg.amp == "bf16" and device.type == "cpu" and not _cpu_bf16_is_native():
+        import warnings
+
+        warnings.warn(
+            "amp='bf16' on a CPU without native bf16 convolutions (no AVX-512 BF16 / AMX): "
+            "PyTorch falls back to a naive convolution, far slower than fp32; use amp='none'",
+            stacklevel=3,
+        )
+    return device
+
+
+def _autocast(cfg: TrainConfig, device: torch.device):
+    """A factory of bf16 autocast contexts (disabled unless ``cfg.amp == "bf16"``)."""
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
+
+    return autocast
+
+
+def _perceptual_loss(cfg: TrainConfig, schedule, device: torch.device) -> nn.Module | None:
+    """The frozen VGG-19 perceptual loss, or None when no stage of this run uses it."""
+    stages_used = {stage_at(schedule, s) for s in range(cfg.steps)}
+    if not (cfg.lambda_vgg > 0 and stages_used - {"mask"}):
+        return None
+    from sketchedit.losses import VGGPerceptualLoss
+
+    vgg = VGGPerceptualLoss(weights=cfg.vgg_weights or None).to(device).eval()
+    for p in vgg.parameters():
+        p.requires_grad_(False)
+    return vgg
+
+
+def _check_run_folder(cfg: TrainConfig, out_dir: Path) -> Path | None:
+    """The checkpoint to resume from (None for a fresh run); errors for a misused out_dir."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"out_dir {str(out_dir)!r} is a file, not a folder")
+    resume_path = resolve_checkpoint(cfg.resume) if cfg.resume else None
+    if resume_path is None and (out_dir / LATEST).exists():
+        raise ValueError(
+            f"out_dir {cfg.out_dir!r} already holds a training run; continue it with "
+            f"resume={cfg.out_dir!r} (--resume), or choose another out_dir"
+        )
+    return resume_path
+
+
+def _init_process_group(device: torch.device) -> None:
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+
+
+def _restore_or_seed(cfg: TrainConfig, resume_path, nets, optims, device) -> int:
+    """Load the resumed state (returns its step), or seed a fresh run (returns 0)."""
+    if resume_path is None:
+        # Fresh run: the RNG states written into checkpoints start from the seed.
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)  # noqa: NPY002 (for code that uses it)
+        return 0
+    start_step = restore_training_state(resume_path, nets, optims, device)
+    # The configuration wins over the stored hyper-parameters, so a run can be continued
+    # with, e.g., a lower learning rate (same values = an exact continuation).
+    lrs = {"M": cfg.lr_m, "G": cfg.lr_g, "D": cfg.lr_d}
+    for name, opt in optims.items():
+        for group in opt.param_groups:
+            group["lr"] = lrs[name]
+            group["betas"] = (cfg.beta1, cfg.beta2)
+    return start_step
+
+
+def _shown_losses(losses: dict[str, float]) -> dict[str, str]:
+    """The few losses the progress bar shows."""
+    return {k: f"{losses[k]:.3f}" for k in ("d_loss", "g_total", "m_composite") if k in losses}
+
+
+@contextlib.contextmanager
+def open_run_folder(out_dir: Path, cfg: TrainConfig, resume_path: Path | None) -> Iterator[None]:
+    """Rank 0's hold on the run folder for the length of a run.
+
+    Creates it, locks it (:func:`run_folder_lock`), removes temporary files a killed run
+    left, reports every setting a resume changes (on stderr and in ``config_changes.txt``),
+    and writes the configuration the run continues with to ``config.json``.
+    """
+    (out_dir / "samples").mkdir(parents=True, exist_ok=True)
+    with run_folder_lock(out_dir):
+        for p in remove_stale_temp_files(out_dir):
+            print(f"resume: removed {p}, left by a write that a kill interrupted", file=sys.stderr)
+        if resume_path is not None:
+            meta = read_training_metadata(resume_path)
+            report_config_changes(out_dir, meta["step"], config_changes(meta["config"], cfg))
+        with atomic_path(out_dir / "config.json") as tmp:
+            tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        yield
+
+
+def report_config_changes(out_dir: Path, step: int, changes) -> None:
+    """Print each changed setting and append it to ``config_changes.txt`` (the run's history:
+    ``config.json`` and the checkpoints hold only the latest configuration)."""
+    lines = [
+        f"resume: changing {name} from {json.dumps(old)} to {json.dumps(new)}"
+        for name, old, new in changes
+    ]
+    for line in lines:
+        print(line, file=sys.stderr)
+    if lines:
+        with open(out_dir / "config_changes.txt", "a") as f:
+            f.writelines(f"step {step}: {line}\n" for line in lines)
 
 
 def _cpu_bf16_is_native() -> bool:
@@ -1195,7 +1465,11 @@ def build_arg_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Preset (or the resumed run's stored config) + explicit flags + --set overrides."""
+    """Preset (or the resumed run's stored config) + explicit flags + --set overrides.
+
+    A resumed run keeps its stored configuration: ``--preset`` may only name the run's own
+    preset, and what ``--set`` changes is reported when training starts.
+    """
     overrides: dict = {}
     for text in args.overrides:
         key, value = parse_assignment(text)
@@ -1204,31 +1478,35 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         v = getattr(args, key)
         if v is not None:
             overrides[key] = v
-    if args.resume and args.preset is None:
-        _, meta = read_training_checkpoint(args.resume)
-        base = TrainConfig.from_dict(meta["config"])
-        if "out_dir" not in overrides:
-            p = Path(args.resume)
-            overrides["out_dir"] = str(p if p.is_dir() else p.parent)
-        cfg = base.replace(**overrides)
-        validate_config(cfg)
-        return cfg
-    return get_config(args.preset or "tiny", **overrides)
+    if not args.resume:
+        return get_config(args.preset or "tiny", **overrides)
+    stored = read_training_metadata(args.resume)["config"]
+    if args.preset is not None and args.preset != stored.get("preset"):
+        raise ValueError(
+            f"--preset {args.preset} conflicts with the run in {args.resume!r} (preset "
+            f"{stored.get('preset')!r}): a resumed run keeps its stored configuration; drop "
+            f"--preset and change single settings with --set key=value"
+        )
+    if "out_dir" not in overrides:
+        p = Path(args.resume)
+        overrides["out_dir"] = str(p if p.is_dir() else p.parent)
+    cfg = TrainConfig.from_dict(stored).replace(**overrides)
+    validate_config(cfg)
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m sketchedit.train``: 0 on success, 2 with a one-line ``error:`` otherwise."""
     args = build_arg_parser().parse_args(argv)
+    out_dir = None
     try:
         cfg = config_from_args(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    try:
+        out_dir = cfg.out_dir
+        if args.export:
+            check_export_path(args.export)  # before hours of training, not after
         result = train(cfg, progress=not args.no_progress)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if _dist_info_from_env().is_main:
+        if not _dist_info_from_env().is_main:
+            return 0
         print(
             json.dumps(
                 {
@@ -1243,7 +1521,19 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.export:
             export_inference_checkpoint(result.checkpoint, args.export)
+    except (ValueError, OSError, RunFolderInUseError) as err:
+        print(f"error: {_one_line(err, out_dir)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _one_line(err: Exception, out_dir: str | None) -> str:
+    """The message of ``err`` on one line; an OSError without a file name (a full disk in
+    the middle of a checkpoint write) gets the run folder it happened in."""
+    text = " ".join(str(err).split())
+    if isinstance(err, OSError) and not err.filename and out_dir:
+        text = f"writing the run in {out_dir!r} failed: {text}"
+    return text
 
 
 if __name__ == "__main__":
