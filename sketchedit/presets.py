@@ -112,7 +112,7 @@ class TrainConfig:
 
     # --- staged training [lineage] ----------------------------------------------------------
     # One stage name for the whole run, or a schedule "mask:300,joint" = the mask estimator
-    # alone for steps [0, 300), then joint training to the end. See train.stage_at().
+    # alone for steps [0, 300), then joint training to the end. See objective.stage_at().
     stage: str = "joint"
 
     # --- runtime ----------------------------------------------------------------------------

@@ -24,24 +24,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import test_train  # tests/ is on sys.path (no __init__.py): its settings and photos
 
+from sketchedit import run_folder as R
 from sketchedit import train as T
+from sketchedit import train_checkpoints as C
 from sketchedit.presets import TrainConfig, get_config
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: The small settings of every run (strings, as on the command line).
-SMALL = {
-    "image_size": "32",
-    "cnum": "8",
-    "disc_cnum": "8",
-    "batch_size": "2",
-    "lambda_vgg": "0",
-    "samples_per_photo": "2",
-    "threads": "1",
-    "sample_every": "0",
-    "ckpt_every": "0",
-}
+#: The small settings of every run (strings, as on the command line): those of test_train,
+#: without samples and intermediate checkpoints unless a case asks for them.
+SMALL = {**test_train.SMALL, "sample_every": "0", "ckpt_every": "0"}
+photo_dir = test_train.photo_dir  # the fixture: six 64x64 photos, a tiny, fast training folder
 
 #: Every float setting of TrainConfig (tuples of floats included): none may be NaN or inf.
 FLOAT_FIELDS = [
@@ -50,23 +45,6 @@ FLOAT_FIELDS = [
     if typing.get_type_hints(TrainConfig)[f.name] is float
     or typing.get_origin(typing.get_type_hints(TrainConfig)[f.name]) is tuple
 ]
-
-
-@pytest.fixture(scope="module")
-def photo_dir(tmp_path_factory) -> Path:
-    """Six 64x64 crops of bundled photos as PNG files: a tiny, fast training folder."""
-    from sketchedit.data.photos import bundled_photos
-
-    root = tmp_path_factory.mktemp("photos")
-    k = 0
-    for p in bundled_photos(include_optional=False)[:3]:
-        img = p.load()
-        w, h = img.size
-        s = min(w, h) // 2
-        for box in ((0, 0, s, s), (w - s, h - s, w, h)):
-            img.crop(box).resize((64, 64)).save(root / f"photo{k}.png")
-            k += 1
-    return root
 
 
 @dataclass
@@ -103,7 +81,7 @@ class Run:
         assert code == 0, err
 
     def log_steps(self) -> list[int]:
-        return [int(s) for s in T.read_log(self.out / "log.csv")["step"]]
+        return [int(s) for s in R.read_log(self.out / "log.csv")["step"]]
 
     def stored_config(self) -> dict:
         return json.loads((self.out / "config.json").read_text())
@@ -135,7 +113,7 @@ def killed_after_a_checkpoint(run: Run):
         [sys.executable, "-c", killer, *args], env=env, capture_output=True, timeout=300
     )
     assert r.returncode == 9, r.stderr.decode()[-2000:]
-    assert T.read_training_metadata(run.out)["step"] == 2
+    assert C.read_training_metadata(run.out)["step"] == 2
     result = run.resume(4)
     assert run.log_steps() == [1, 2, 3, 4]
     return result
@@ -180,7 +158,7 @@ def resume_with_its_own_preset_and_a_set(run: Run):
     stored = run.stored_config()
     assert (stored["image_size"], stored["cnum"], stored["lr_g"]) == (32, 8, 5e-5)
     assert "changing lr_g" in (run.out / "config_changes.txt").read_text()
-    assert T.read_training_metadata(run.out)["step"] == 2
+    assert C.read_training_metadata(run.out)["step"] == 2
     return code, err
 
 
@@ -198,8 +176,8 @@ def checkpoints_past_step_999999(run: Run):
     steps = (999_998, 999_999, 1_000_000, 1_000_001)
     for s in steps:
         (run.out / f"ckpt_step_{s:06d}.safetensors").write_bytes(b"fake")
-    assert T.step_checkpoints(run.out)[-1].name == "ckpt_step_1000001.safetensors"
-    T.rotate_step_checkpoints(run.out, keep_last=2)
+    assert C.step_checkpoints(run.out)[-1].name == "ckpt_step_1000001.safetensors"
+    C.rotate_step_checkpoints(run.out, keep_last=2)
     kept = sorted(p.name for p in run.out.glob("ckpt_step_*"))
     assert kept == ["ckpt_step_1000000.safetensors", "ckpt_step_1000001.safetensors"]
     return 0, ""
@@ -229,7 +207,7 @@ def second_trainer_in_the_same_folder(run: Run):
     run.trained(1)
     holder = (
         "import sys, time\n"
-        "from sketchedit.train import run_folder_lock\n"
+        "from sketchedit.run_folder import run_folder_lock\n"
         "with run_folder_lock(sys.argv[1]):\n"
         "    print('locked', flush=True)\n"
         "    time.sleep(120)\n"
@@ -246,7 +224,7 @@ def second_trainer_in_the_same_folder(run: Run):
         proc.kill()
         proc.wait()
         proc.stdout.close()
-    assert T.read_training_metadata(run.out)["step"] == 1  # nothing was written
+    assert C.read_training_metadata(run.out)["step"] == 1  # nothing was written
     return code, err
 
 
@@ -260,17 +238,17 @@ def stale_lock_of_a_dead_trainer(run: Run):
     """Item 11: the lock of a trainer that died on this host is taken over, with a notice."""
     run.trained(1)
     owner = {"pid": _dead_pid(), "host": socket.gethostname()}
-    (run.out / T.LOCK_NAME).write_text(json.dumps(owner))
+    (run.out / R.LOCK_NAME).write_text(json.dumps(owner))
     code, err = run.resume(2)
     assert f"taking over the lock of {str(run.out)!r} from pid {owner['pid']}" in err
-    assert T.read_training_metadata(run.out)["step"] == 2
+    assert C.read_training_metadata(run.out)["step"] == 2
     return code, err
 
 
 def lock_held_on_another_host(run: Run):
     """Item 11: a lock naming another host cannot be checked from here: refused."""
     run.trained(1)
-    (run.out / T.LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "elsewhere.invalid"}))
+    (run.out / R.LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "elsewhere.invalid"}))
     return run.resume(2)
 
 
