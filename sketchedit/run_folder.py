@@ -340,7 +340,7 @@ def open_run_folder(out_dir: Path, cfg: TrainConfig, resume_path: Path | None) -
     (out_dir / "samples").mkdir(parents=True, exist_ok=True)
     with run_folder_lock(out_dir):
         for p in remove_stale_temp_files(out_dir):
-            print(f"resume: removed {p}, left by a write that a kill interrupted", file=sys.stderr)
+            print(f"removed {p}, left by a write that a kill interrupted", file=sys.stderr)
         if resume_path is not None:
             meta = read_training_metadata(resume_path)
             report_config_changes(out_dir, meta["step"], config_changes(meta["config"], cfg))
