@@ -207,16 +207,21 @@ def run_folder_lock(out_dir: str | os.PathLike) -> Iterator[Path]:
     its holder dies however it dies; the file holds the owner's pid and host for the error
     message. A file still naming an owner means that owner died without releasing it: a dead
     pid on this host is taken over with a notice; an owner on another host (where ``flock``
-    may not reach, e.g. NFS) is refused, because we cannot tell whether it still runs.
+    may not reach, e.g. NFS) is refused, because we cannot tell whether it still runs (nor
+    when a new process reuses the dead owner's pid): the message says which file to delete.
     """
-    import fcntl
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; the owner check below still sees a live owner
+        fcntl = None
 
     out_dir = Path(out_dir)
     path = out_dir / LOCK_NAME
     me = {"pid": os.getpid(), "host": socket.gethostname()}
     with open(path, "a+") as f:  # noqa: PTH123 (the fd carries the flock)
         try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if fcntl is not None:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             owner = _lock_owner(f)
             raise RunFolderInUseError(
