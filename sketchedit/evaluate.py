@@ -262,21 +262,20 @@ class EvalData:
 def _samples(data: EvalData, split: int, n: int, seed: int) -> list[dict]:
     """``n`` samples of the train (0) or held-out (1) split, evenly spread over the data set."""
     from sketchedit.data.photos import split_photos
-    from sketchedit.presets import TrainConfig
-    from sketchedit.train import build_dataset, list_photos
+    from sketchedit.stream import photo_pool, synthetic_edits
 
-    cfg = TrainConfig(
-        data_source=data.data_source,
-        heldout_fraction=data.heldout_fraction,
-        split_seed=data.split_seed,
-        edge_method=data.edge_method,
-        image_size=data.image_size,
-    )
-    photos = split_photos(list_photos(cfg), data.heldout_fraction, seed=data.split_seed)[split]
+    photos = split_photos(photo_pool(data.data_source), data.heldout_fraction, seed=data.split_seed)
+    photos = photos[split]
     if not photos:
         raise ValueError(f"the {'held-out' if split else 'train'} split has no photos")
     spp = max(1, math.ceil(n / len(photos)))
-    ds = build_dataset(cfg.replace(samples_per_photo=spp), photos, seed=seed)
+    ds = synthetic_edits(
+        photos,
+        size=data.image_size,
+        samples_per_photo=spp,
+        edge_method=data.edge_method,
+        seed=seed,
+    )
     idx = np.unique(np.linspace(0, len(ds) - 1, num=min(n, len(ds))).round().astype(int))
     return [ds[int(i)] for i in idx]
 
@@ -294,7 +293,7 @@ def load_models(path: str | Path, map_location="cpu") -> tuple[nn.Module, nn.Mod
     """
     from safetensors import safe_open
 
-    from sketchedit.train import load_networks, resolve_checkpoint
+    from sketchedit.train_checkpoints import load_networks, resolve_checkpoint
 
     p = Path(path)
     if p.is_dir():

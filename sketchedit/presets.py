@@ -20,6 +20,7 @@ go through :func:`validate_config`, so a bad value fails at start with a clear m
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass
 
@@ -111,7 +112,7 @@ class TrainConfig:
 
     # --- staged training [lineage] ----------------------------------------------------------
     # One stage name for the whole run, or a schedule "mask:300,joint" = the mask estimator
-    # alone for steps [0, 300), then joint training to the end. See train.stage_at().
+    # alone for steps [0, 300), then joint training to the end. See objective.stage_at().
     stage: str = "joint"
 
     # --- runtime ----------------------------------------------------------------------------
@@ -269,15 +270,23 @@ def coerce_field(name: str, value):
                 raise ValueError(f"expected an integer, got {value!r}")
             return int(f)
         if tp is float:
-            return float(value)
+            return _finite(float(value))
         if tp is str:
             return str(value)
         if typing.get_origin(tp) is tuple:
             parts = value.split(",") if isinstance(value, str) else list(value)
-            return tuple(float(p) for p in parts)
+            return tuple(_finite(float(p)) for p in parts)
     except (TypeError, ValueError) as err:
         raise ValueError(f"bad value for {name}: {err}") from None
     raise TypeError(f"field {name!r} has an unsupported type {tp!r}")  # pragma: no cover
+
+
+def _finite(v: float) -> float:
+    # float("nan") and float("inf") parse without complaint; no setting can use them (an
+    # infinite learning rate trains a generator of NaNs, a NaN weight fails much later).
+    if not math.isfinite(v):
+        raise ValueError(f"expected a finite number, got {v}")
+    return v
 
 
 def parse_assignment(text: str) -> tuple[str, object]:
@@ -339,6 +348,11 @@ def validate_config(cfg: TrainConfig) -> None:
     """
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"expected a TrainConfig, got {type(cfg).__name__}")
+    for f in dataclasses.fields(cfg):  # first: NaN slips through every "< 0" check below
+        value = getattr(cfg, f.name)
+        numbers = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+            raise ValueError(f"{f.name} must be a finite number, got {value}")
     if cfg.image_size < MIN_IMAGE_SIZE or cfg.image_size % 8:
         raise ValueError(
             f"image_size must be a multiple of 8 and at least {MIN_IMAGE_SIZE} (the generator "
