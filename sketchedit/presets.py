@@ -51,6 +51,9 @@ class TrainConfig:
     samples_per_photo: int = 16  # synthetic warp edits per photo and "epoch" [ours]
     edge_method: str = "canny"  # edge maps for the partial sketch [ours], HED = [lineage]
     image_size: int = 64  # training crop side; multiple of 8; paper: 256 [code]
+    # [ours] Share of the samples that are visible edits (a shifted or removed structure,
+    # sketchedit.data.visible) instead of mild warps; 0 = warp pairs only.
+    visible_fraction: float = 0.0
 
     # --- networks ---------------------------------------------------------------------------
     cnum: int = 16  # width of mask estimator and generator; paper 48 [code]
@@ -129,6 +132,12 @@ class TrainConfig:
     log_every: int = 10  # refresh the progress bar and flush log.csv every N steps
     sample_every: int = 200  # PNG sample grid every N steps (0 = never)
     ckpt_every: int = 500  # checkpoint every N steps (0 = only at the end)
+    # [ours] Also checkpoint whenever this many minutes of wall time passed since the last one
+    # (0 = off): for time-limited sessions such as a lent GPU.
+    ckpt_every_minutes: float = 0.0
+    # [ours] Stop cleanly (with a checkpoint) after this many minutes of wall time; 0 = no
+    # limit. `--resume` continues. Single-process runs only (ranks would disagree on time).
+    max_minutes: float = 0.0
     keep_last: int = 2  # step-numbered checkpoints kept besides ckpt_latest (0 = none)
     out_dir: str = "runs/tiny"
     resume: str = ""  # run folder or checkpoint file to continue from ("" = fresh run)
@@ -391,6 +400,11 @@ def validate_config(cfg: TrainConfig) -> None:
     ):
         if getattr(cfg, name) < 0:
             raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    for name in ("ckpt_every_minutes", "max_minutes"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"{name} must be >= 0 minutes, got {getattr(cfg, name)}")
+    if not 0.0 <= cfg.visible_fraction <= 1.0:
+        raise ValueError(f"visible_fraction must be in [0, 1], got {cfg.visible_fraction}")
     if not 0.0 <= cfg.heldout_fraction < 1.0:
         raise ValueError(f"heldout_fraction must be in [0, 1), got {cfg.heldout_fraction}")
     probs = cfg.mode_probs

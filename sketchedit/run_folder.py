@@ -294,7 +294,7 @@ def remove_stale_temp_files(out_dir: str | os.PathLike) -> list[Path]:
 
 
 #: Settings whose change on resume is routine and not worth a notice.
-_ROUTINE_ON_RESUME = ("resume", "steps", "out_dir")
+_ROUTINE_ON_RESUME = ("resume", "steps", "out_dir", "max_minutes", "ckpt_every_minutes")
 
 
 def config_changes(stored: dict, cfg: TrainConfig) -> list[tuple[str, object, object]]:

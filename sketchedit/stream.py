@@ -111,7 +111,15 @@ def photo_pool(data_source: str = "bundled", include_optional: bool = True) -> l
     return photos
 
 
-def synthetic_edits(photos, *, size: int, samples_per_photo: int, edge_method: str, seed: int):
+def synthetic_edits(
+    photos,
+    *,
+    size: int,
+    samples_per_photo: int,
+    edge_method: str,
+    seed: int,
+    visible_fraction: float = 0.0,
+):
     """The synthetic-edit data set (:class:`~sketchedit.data.dataset.SketchEditDataset`)."""
     from sketchedit.data.dataset import SketchEditDataset
 
@@ -121,6 +129,7 @@ def synthetic_edits(photos, *, size: int, samples_per_photo: int, edge_method: s
         samples_per_photo=samples_per_photo,
         edge_method=edge_method,
         seed=seed,
+        visible_fraction=visible_fraction,
     )
 
 
@@ -151,6 +160,7 @@ def build_dataset(cfg: TrainConfig, photos, seed: int | None = None):
         samples_per_photo=cfg.samples_per_photo,
         edge_method=cfg.edge_method,
         seed=cfg.seed if seed is None else seed,
+        visible_fraction=cfg.visible_fraction,
     )
 
 

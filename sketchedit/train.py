@@ -202,6 +202,8 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     validate_config(cfg)
     schedule = parse_stage_schedule(cfg.stage)
     dist_info = _dist_info_from_env()
+    if dist_info.enabled and cfg.max_minutes > 0:
+        raise ValueError("max_minutes works in single-process runs only (ranks would stop apart)")
     device = _set_up_device(cfg, dist_info)
     # VGG first: if its weights are missing this is where a run must fail, not at step 1000.
     vgg = _perceptual_loss(cfg, schedule, device)
@@ -241,7 +243,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
         ckpt: Path | None = None
         current_stage = None
         wrapped: dict[str, nn.Module] = dict(nets)
-        t_start = t_prev = time.perf_counter()
+        t_start = t_prev = t_ckpt = time.perf_counter()
         step = start_step
         for step, batch in zip(range(start_step, cfg.steps), loader, strict=False):
             stage = stage_at(schedule, step)
@@ -275,10 +277,15 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
                 samples.append(
                     save_sample_grid(res.pictures, out_dir / "samples" / f"step_{done:06d}.png")
                 )
-            if cfg.ckpt_every > 0 and done % cfg.ckpt_every == 0 and done < cfg.steps:
-                if dist_info.is_main:
-                    ckpt = write_checkpoints(out_dir, cfg, done, nets, optims, log)
+            by_step = cfg.ckpt_every > 0 and done % cfg.ckpt_every == 0
+            by_time = cfg.ckpt_every_minutes > 0 and now - t_ckpt >= 60 * cfg.ckpt_every_minutes
+            if (by_step or by_time) and done < cfg.steps and dist_info.is_main:
+                ckpt = write_checkpoints(out_dir, cfg, done, nets, optims, log)
+                t_ckpt = time.perf_counter()
             step = done
+            if cfg.max_minutes > 0 and now - t_start >= 60 * cfg.max_minutes:
+                print(f"stopping after {cfg.max_minutes:g} min at step {done} (max_minutes)")
+                break
         step = max(step, start_step)
         if dist_info.is_main and (step > start_step or not (out_dir / LATEST).exists()):
             ckpt = write_checkpoints(out_dir, cfg, step, nets, optims, log)

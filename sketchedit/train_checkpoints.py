@@ -264,7 +264,13 @@ def export_inference_checkpoint(
     m, g = nets["M"].eval(), nets["G"].eval()
     if dtype == "float16":
         m, g = m.half(), g.half()
-    info = {"step": meta["step"], "train_config": meta["config"], "stored_dtype": dtype}
+    info = {
+        "step": meta["step"],
+        "train_config": meta["config"],
+        "stored_dtype": dtype,
+        # The resolution the model learned at: the editor runs it at that scale (roi.py).
+        "working_size": meta["config"]["image_size"],
+    }
     info.update(metadata or {})
     save_checkpoint(out_path, {"mask_estimator": m, "generator": g}, metadata=info)
     return Path(out_path)
