@@ -44,14 +44,23 @@ MD_LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 
 
 def tracked_text_files() -> list[Path]:
+    """Tracked .py, .ipynb, .md files and the Makefile, except this file (whose examples and
+    patterns name exactly what it looks for)."""
     try:
         out = subprocess.run(
             ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True, text=True
         ).stdout
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout: the tracked files are unknown")
+    this_file = Path(__file__).resolve()
     paths = [ROOT / p for p in out.split("\0") if p]
-    return [p for p in paths if p.is_file() and (p.suffix in TEXT_SUFFIXES or p.name == "Makefile")]
+    return [
+        p
+        for p in paths
+        if p.is_file()
+        and (p.suffix in TEXT_SUFFIXES or p.name == "Makefile")
+        and p.resolve() != this_file
+    ]
 
 
 def readable_text(path: Path) -> str:
@@ -132,11 +141,9 @@ def test_method_doc_cross_references_exist():
 
 
 def test_no_pointer_to_private_notes_outside_the_repository():
-    this_file = Path(__file__).resolve()
     hits = [
         f"{p.relative_to(ROOT)}: {m.group(0)!r}"
         for p in tracked_text_files()
-        if p.resolve() != this_file  # the pattern above names what it looks for
         for m in PRIVATE_NOTES.finditer(readable_text(p))
     ]
     assert not hits, "\n".join(hits)
