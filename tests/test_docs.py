@@ -14,7 +14,9 @@ notebooks, Markdown, the Makefile) and fail on
 """
 
 import json
+import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -190,3 +192,20 @@ def test_bare_or_wrong_paths_are_rejected():
     assert not resolves_to_method_doc(ROOT / "docs" / "README.md", BARE_NAME)
     assert not resolves_to_method_doc(here, "docs/docs/method.md")
     assert not resolves_to_method_doc(here, "shared/docs/method.md")
+
+
+def test_make_lab_allows_root_and_passes_extra_flags():
+    """README: `make lab LAB_ARGS="..."`; Jupyter exits at once as root without --allow-root."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    out = subprocess.run(
+        ["make", "-n", "lab", "LAB_ARGS=--port 8890 --no-browser"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout
+    [lab_line] = [line for line in out.splitlines() if "jupyter lab" in line]
+    assert "--port 8890 --no-browser" in lab_line
+    assert lab_line.rstrip().endswith("notebooks/")
+    assert ("--allow-root" in lab_line) == (os.getuid() == 0)
