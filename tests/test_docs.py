@@ -209,3 +209,42 @@ def test_make_lab_allows_root_and_passes_extra_flags():
     assert "--port 8890 --no-browser" in lab_line
     assert lab_line.rstrip().endswith("notebooks/")
     assert ("--allow-root" in lab_line) == (os.getuid() == 0)
+
+
+FIGURE_CALLS = ("save_figure(", "show_grid(", ".show(size", "plt.subplots(", "plt.figure(")
+CAPTION = "*What the figure shows:*"
+
+
+def notebook_cells(path: Path) -> list[dict]:
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    for c in cells:
+        c["text"] = "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+    return cells
+
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_notebook_figure_has_a_sentence_under_it(path):
+    cells = notebook_cells(path)
+    missing = [
+        f"cell {i} ({c.get('id')})"
+        for i, c in enumerate(cells)
+        if c["cell_type"] == "code"
+        and any(call in c["text"] for call in FIGURE_CALLS)
+        and not (
+            i + 1 < len(cells)
+            and cells[i + 1]["cell_type"] == "markdown"
+            and cells[i + 1]["text"].startswith(CAPTION)
+        )
+    ]
+    assert not missing, f"figures without a {CAPTION!r} sentence below: {missing}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_notebook_ends_with_two_or_three_exercises(path):
+    last = notebook_cells(path)[-1]
+    assert last["cell_type"] == "markdown" and last["text"].startswith("## Exercises"), path.name
+    items = re.findall(r"^\d+\. ", last["text"], re.MULTILINE)
+    assert 2 <= len(items) <= 3, f"{path.name}: {len(items)} exercises"
