@@ -1,9 +1,9 @@
 """The editing API: one photo + a partial sketch in, the edited photo and its mask out.
 
 This is the user-facing layer on top of :func:`sketchedit.inference.run_sketchedit`
-(method.md section 3). It accepts whatever a user has at hand (PIL images, numpy arrays,
+(docs/method.md section 3). It accepts whatever a user has at hand (PIL images, numpy arrays,
 tensors, files; any size, greyscale or RGBA) and adds what the official code lacks
-(method.md section 6): the predicted mask is returned to the user, and the user can
+(docs/method.md section 6): the predicted mask is returned to the user, and the user can
 *revise* it (add and erase regions) before the generator runs.
 
 >>> editor = SketchEditor.from_pretrained()                       # doctest: +SKIP
@@ -52,7 +52,7 @@ from sketchedit.inference import predict_soft_mask, resize_sketch, run_sketchedi
 from sketchedit.roi import MULTIPLE, Region, choose_strategy, plan_regions
 
 #: Above this fraction of stroke pixels a sketch is rejected as probably inverted (dark lines
-#: on white). Real partial sketches cover 0.1-1 % of the pixels (method.md section 1). [ours]
+#: on white). Real partial sketches cover 0.1-1 % of the pixels (docs/method.md section 1). [ours]
 MAX_STROKE_FRACTION = 0.5
 
 #: Where :meth:`SketchEditor.from_pretrained` looks when no path is given.
@@ -168,7 +168,7 @@ class MaskRevision:
     ``used = clip(predicted + add, 0, 1) * (1 - erase)``: the added region is forced into the
     mask, the erased region out of it (erase wins where both are set). ``add`` and ``erase``
     are masks in the module's mask convention, ``None`` meaning "nothing". This is the "mask
-    revising" the official demo lists as a TODO (method.md section 6).
+    revising" the official demo lists as a TODO (docs/method.md section 6).
     """
 
     add: ArrayLike | None = None
@@ -757,7 +757,7 @@ def _mask_to_numpy(m: torch.Tensor) -> np.ndarray:
 
 
 def blend(image: Image.Image, fine: torch.Tensor, mask: np.ndarray) -> Image.Image:
-    """``fine * m + image * (1 - m)`` with the soft mask (method.md section 3), as PIL RGB.
+    """``fine * m + image * (1 - m)`` with the soft mask (docs/method.md section 3), as PIL RGB.
 
     Done here on the 8-bit input (not on the network's [-1, 1] copy) so that wherever
     ``m == 0`` the output pixel *is* the input pixel, bit for bit, whatever padding or

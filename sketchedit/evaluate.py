@@ -1,6 +1,6 @@
 """Held-out evaluation of a trained model, next to the simplest baselines that could compete.
 
-The test set: synthetic edits (the training recipe of method.md section 4) of **held-out
+The test set: synthetic edits (the training recipe of docs/method.md section 4) of **held-out
 photos** (``split_photos(...)[1]``: photos, and ORL people, never seen in training), with a
 fixed seed, so every checkpoint is scored on exactly the same samples. Each sample has an
 input x, a target y, a partial sketch c and the true changed region D (``changed``).

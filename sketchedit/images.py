@@ -2,7 +2,7 @@
 
 Every image that enters ``sketchedit`` passes through :func:`load_rgb` (files, PIL
 images, numpy arrays) and becomes a ``(3, H, W)`` float tensor in ``[-1, 1]`` through
-:func:`to_tensor`; the networks work in that range (method.md section 1). Greyscale,
+:func:`to_tensor`; the networks work in that range (docs/method.md section 1). Greyscale,
 RGBA, palette, CMYK, 16-bit and EXIF-rotated inputs all become correct 8-bit RGB here,
 so no other module has to think about image modes.
 """

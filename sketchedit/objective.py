@@ -1,4 +1,4 @@
-"""The training objective of method.md section 4: networks, stages and one training step.
+"""The training objective of docs/method.md section 4: networks, stages and one training step.
 
 One step (:func:`gan_step`) does, for a batch of synthetic edits (input x, target y, partial
 sketch c, full edge map E(y), changed region D), three optimiser steps in this order:

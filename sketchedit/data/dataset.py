@@ -1,6 +1,6 @@
 """The training data: a torch ``Dataset`` of SketchEdit samples and a reproducible DataLoader.
 
-One sample (method.md section 4) is a random crop ``y`` of a photo, its locally warped copy
+One sample (docs/method.md section 4) is a random crop ``y`` of a photo, its locally warped copy
 ``x`` (:mod:`sketchedit.data.warp`), the changed region ``D``, the partial sketch ``c`` (edges
 of ``y`` inside ``dilate(D)``), the full edge map ``E(y)`` and a random hole for the joint-
 inpainting mode (:mod:`sketchedit.data.masks`). ``__getitem__(i)`` returns a dict of float32

@@ -1,7 +1,7 @@
 """Mask-free training pairs: a photo, a locally warped copy, and the partial sketch.
 
 SketchEdit's mask estimator and generator learn from pairs (input x, target y) that differ only
-inside the region to edit, with a partial sketch c that describes y there (method.md section
+inside the region to edit, with a partial sketch c that describes y there (docs/method.md section
 4) [code]. How x was made is not published; the later official demo names the sample type
 "warp". This module is our reconstruction [ours]:
 
@@ -28,7 +28,7 @@ sketch empty, a new region is drawn, up to ``max_tries`` times; after that the l
 returned with ``ok = False`` (the dataset then takes a new crop). A crop with no edges at all
 puts R at a uniformly random point; its sketch is empty (nothing to draw), which we accept.
 
-Not done here: method.md also mentions the reverse pair (y -> x) for training the mask
+Not done here: docs/method.md also mentions the reverse pair (y -> x) for training the mask
 estimator alone. It is a pair with ``input`` and ``target`` swapped (D stays the same), and the
 sketch cut from the edges of the new target instead.
 
