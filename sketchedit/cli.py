@@ -171,7 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         from importlib import import_module
 
         return import_module(PASS_THROUGH[argv[0]][0]).main(argv[1:])
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help (0) or a usage error (2): a status, like the rest
+        return stop.code if isinstance(stop.code, int) else USAGE_ERROR
     try:
         return args.run(args)
     except UserError as err:
@@ -196,8 +199,9 @@ def edit_command(args: argparse.Namespace) -> int:
             raise UserError(f"--mask-out and the output are the same file {args.output}")
 
     photo = _read_photo(args.photo)
-    sketch = read_sketch(args.sketch, invert=args.invert)
+    sketch, source = read_sketch(args.sketch, invert=args.invert)
     _check_same_size("sketch", args.sketch, sketch.shape, args.photo, photo)
+    _check_strokes(args.sketch, sketch, source)
     mask = None
     if args.mask is not None:
         mask = _ink_layer(_open_image(args.mask, "mask"), invert=False)
@@ -292,15 +296,10 @@ def _open_image(text: str, what: str) -> Image.Image:
 
 
 def _read_photo(text: str) -> Image.Image:
-    """The photo as upright 8-bit RGB (the package's loader)."""
+    """The photo as upright 8-bit RGB (through the package's one loader)."""
     from sketchedit.images import load_rgb
 
-    if not Path(text).exists():
-        raise UserError(f"photo file {text} does not exist")
-    try:
-        return load_rgb(text)
-    except (FileNotFoundError, ValueError, Image.DecompressionBombError) as err:
-        raise UserError(f"photo: {err}") from err
+    return load_rgb(_open_image(text, "photo"))
 
 
 def _uses_alpha(img: Image.Image) -> bool:
@@ -325,13 +324,13 @@ def _ink_layer(img: Image.Image, invert: bool) -> Image.Image:
     return ImageOps.invert(grey) if invert else grey
 
 
-def read_sketch(text: str, invert: bool = False) -> np.ndarray:
-    """A sketch file -> ``(H, W)`` float32 strokes in ``{0, 1}`` (module docstring's rules).
+def read_sketch(text: str, invert: bool = False) -> tuple[np.ndarray, str]:
+    """A sketch file -> ``(H, W)`` float32 strokes in ``{0, 1}`` by the module docstring's
+    rules, and which layer they were read from (for messages).
 
-    Raises :class:`UserError` for an empty or all-stroke sketch; prints a note on stderr
-    when a dark-on-light sketch is detected and inverted.
+    Prints a note on stderr when a dark-on-light sketch is detected and inverted.
     """
-    from sketchedit.editor import MAX_STROKE_FRACTION, as_sketch  # the package's sketch rule
+    from sketchedit.editor import as_sketch  # the package's sketch rule, in this one place
 
     img = _open_image(text, "sketch")
     if invert:
@@ -348,7 +347,13 @@ def read_sketch(text: str, invert: bool = False) -> np.ndarray:
                 file=sys.stderr,
             )
             invert, source = True, "inverted grey values (mostly light)"
-    sketch = as_sketch(_ink_layer(img, invert=invert))
+    return as_sketch(_ink_layer(img, invert=invert)), source
+
+
+def _check_strokes(text: str, sketch: np.ndarray, source: str) -> None:
+    """Refuse an empty or all-stroke sketch (the editor's limit), saying how it was read."""
+    from sketchedit.editor import MAX_STROKE_FRACTION
+
     fraction = float(sketch.mean()) if sketch.size else 0.0
     if fraction == 0.0:
         raise UserError(f"sketch {text} has no strokes (read from its {source})")
@@ -359,7 +364,6 @@ def read_sketch(text: str, invert: bool = False) -> np.ndarray:
             f"{source}; at most {MAX_STROKE_FRACTION:.0%}): a partial sketch is thin strokes on "
             f"an empty background ({hint})"
         )
-    return sketch
 
 
 def _check_same_size(what: str, text: str, hw: tuple[int, int], photo_text: str, photo) -> None:
@@ -400,4 +404,16 @@ def load_editor(args: argparse.Namespace):
     except (OSError, ValueError, RuntimeError, KeyError) as err:
         # A corrupt, truncated or foreign file: CheckpointError (a ValueError) names the
         # problem; safetensors and torch raise OSError/RuntimeError for unreadable bytes.
-        raise UserError(f"cannot load {what}: {err}") from err
+        raise UserError(f"cannot load {what}: {_first_sentence_of_cause(err)}") from err
+
+
+def _first_sentence_of_cause(err: Exception) -> str:
+    """``err``'s message with the library error it wraps cut to its first sentence.
+
+    torch's "weights only" refusal is a paragraph that ends by suggesting
+    ``weights_only=False`` (arbitrary code execution); its first sentence says enough.
+    """
+    text, cause = str(err), str(err.__cause__ or "")
+    if cause and cause in text:
+        text = text.replace(cause, cause.split(". ")[0].rstrip("."))
+    return text
