@@ -234,7 +234,11 @@ def edit_command(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         else:
-            print(f"warning: the mask {args.mask} is empty: nothing changed", file=sys.stderr)
+            print(
+                f"warning: the mask {args.mask} is empty (no value reaches 0.5): little or "
+                f"nothing visibly changed",
+                file=sys.stderr,
+            )
     return 0
 
 
