@@ -64,6 +64,14 @@ JPEG_QUALITY = 95
 #: PIL modes that carry an alpha channel.
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
+#: How a sketch was read (see :func:`read_sketch`) -> what to try when it is all strokes.
+TOO_MANY_STROKES_HINT = {
+    "grey values": "white strokes need a black background",
+    "inverted grey values (--invert)": "drop --invert",
+    "inverted grey values (mostly light)": "its light background is not pure white: save it "
+    "as PNG on white, or the strokes alone on a transparent layer",
+    "alpha channel": "the layer must be transparent outside the strokes",
+}
 SKETCH_HELP = (
     "the strokes, same size as PHOTO: a transparent layer (the alpha channel is the strokes), "
     "white strokes on black, or dark strokes on white (detected when the median grey is >= "
@@ -362,7 +370,7 @@ def _check_strokes(text: str, sketch: np.ndarray, source: str) -> None:
     if fraction == 0.0:
         raise UserError(f"sketch {text} has no strokes (read from its {source})")
     if fraction > MAX_STROKE_FRACTION:
-        hint = "drop --invert" if "--invert" in source else "are the strokes dark? try --invert"
+        hint = TOO_MANY_STROKES_HINT[source]
         raise UserError(
             f"sketch {text} marks {fraction:.0%} of the pixels as strokes (read from its "
             f"{source}; at most {MAX_STROKE_FRACTION:.0%}): a partial sketch is thin strokes on "

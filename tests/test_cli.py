@@ -219,54 +219,44 @@ def _files(tmp_path):
     _strokes(size=(W // 2, H // 2), points=[(10, 10), (50, 40)]).save(tmp_path / "small.png")
     Image.new("L", (W, H), 0).save(tmp_path / "black.png")
     Image.new("L", (W, H), 255).save(tmp_path / "white.png")
+    Image.new("L", (W, H), 60).save(tmp_path / "dark_grey.png")  # all ink, or none: refused
+    Image.new("L", (W, H), 200).save(tmp_path / "light_grey.png")
     veil = Image.merge("LA", (Image.new("L", (W, H), 0), Image.new("L", (W, H), 200)))
     veil.save(tmp_path / "veil.png")  # a semi-transparent fill: every pixel is ink
     (tmp_path / "exists.png").write_bytes(b"keep me")
 
 
+#: case -> (the arguments before -o, a word the error line must contain)
 BAD = {
-    "missing photo": (["nope.png", "--sketch", "{sketch}"], "nope.png"),
-    "unreadable photo": (["{tmp}/garbage.png", "--sketch", "{sketch}"], "garbage.png"),
-    "photo is a folder": (["{tmp}", "--sketch", "{sketch}"], "{tmp}"),
-    "missing sketch": (["{photo}", "--sketch", "{tmp}/nope.png"], "nope.png"),
-    "unreadable sketch": (["{photo}", "--sketch", "{tmp}/garbage.png"], "garbage.png"),
-    "sketch of another size": (["{photo}", "--sketch", "{tmp}/small.png"], "120x100"),
-    "empty sketch": (["{photo}", "--sketch", "{tmp}/black.png"], "no strokes"),
-    "empty after inversion": (["{photo}", "--sketch", "{tmp}/white.png"], "no strokes"),
-    "all-stroke layer": (["{photo}", "--sketch", "{tmp}/veil.png"], "100%"),
-    "all-stroke inverted": (["{photo}", "--sketch", "{sketch}", "--invert"], "drop --invert"),
-    "missing mask": (["{photo}", "--sketch", "{sketch}", "--mask", "{tmp}/m.png"], "m.png"),
-    "unreadable mask": (
-        ["{photo}", "--sketch", "{sketch}", "--mask", "{tmp}/garbage.png"],
-        "garbage.png",
-    ),
-    "mask of another size": (
-        ["{photo}", "--sketch", "{sketch}", "--mask", "{tmp}/small.png"],
-        "120x100",
-    ),
-    "missing checkpoint": (
-        ["{photo}", "--sketch", "{sketch}", "--checkpoint", "{tmp}/c.safetensors"],
-        "c.safetensors",
-    ),
-    "corrupt checkpoint": (
-        ["{photo}", "--sketch", "{sketch}", "--checkpoint", "{tmp}/garbage.png"],
-        "garbage.png",
-    ),
-    "missing official": (
-        ["{photo}", "--sketch", "{sketch}", "--official", "{tmp}/m.pth", "{tmp}/g.pth"],
-        "m.pth",
-    ),
+    "missing photo": ("nope.png --sketch {sketch}", "nope.png"),
+    "unreadable photo": ("{tmp}/garbage.png --sketch {sketch}", "garbage.png"),
+    "photo is a folder": ("{tmp} --sketch {sketch}", "{tmp}"),
+    "missing sketch": ("{photo} --sketch {tmp}/nope.png", "nope.png"),
+    "unreadable sketch": ("{photo} --sketch {tmp}/garbage.png", "garbage.png"),
+    "sketch of another size": ("{photo} --sketch {tmp}/small.png", "120x100"),
+    "empty sketch": ("{photo} --sketch {tmp}/black.png", "no strokes"),
+    "empty after inversion": ("{photo} --sketch {tmp}/white.png", "no strokes"),
+    "dark grey sketch": ("{photo} --sketch {tmp}/dark_grey.png", "grey values"),
+    "light grey sketch": ("{photo} --sketch {tmp}/light_grey.png", "mostly light"),
+    "all-stroke layer": ("{photo} --sketch {tmp}/veil.png", "100%"),
+    "all-stroke inverted": ("{photo} --sketch {sketch} --invert", "drop --invert"),
+    "missing mask": ("{photo} --sketch {sketch} --mask {tmp}/m.png", "m.png"),
+    "unreadable mask": ("{photo} --sketch {sketch} --mask {tmp}/garbage.png", "garbage.png"),
+    "mask of another size": ("{photo} --sketch {sketch} --mask {tmp}/small.png", "120x100"),
+    "missing checkpoint": ("{photo} --sketch {sketch} --checkpoint {tmp}/c.pt", "c.pt"),
+    "corrupt checkpoint": ("{photo} --sketch {sketch} --checkpoint {tmp}/garbage.png", "garbage"),
+    "missing official": ("{photo} --sketch {sketch} --official {tmp}/m.pth {tmp}/g.pth", "m.pth"),
     "corrupt official": (
-        ["{photo}", "--sketch", "{sketch}", "--official", "{tmp}/garbage.png", "{tmp}/garbage.png"],
+        "{photo} --sketch {sketch} --official {tmp}/garbage.png {tmp}/garbage.png",
         "garbage.png",
     ),
     "both model options": (
-        ["{photo}", "--sketch", "{sketch}", "--checkpoint", "c", "--official", "m", "g"],
+        "{photo} --sketch {sketch} --checkpoint c --official m g",
         "not allowed with",
     ),
-    "bad strategy": (["{photo}", "--sketch", "{sketch}", "--strategy", "tile"], "tile"),
-    "negative feather": (["{photo}", "--sketch", "{sketch}", "--feather", "-1"], "--feather"),
-    "no sketch": (["{photo}"], "--sketch"),
+    "bad strategy": ("{photo} --sketch {sketch} --strategy tile", "tile"),
+    "negative feather": ("{photo} --sketch {sketch} --feather -1", "--feather"),
+    "no sketch": ("{photo}", "--sketch"),
 }
 OUTPUT_BAD = {
     "output exists": ("{tmp}/exists.png", [], "--overwrite"),
@@ -297,7 +287,7 @@ def test_bad_input_is_one_error_line_and_exit_2(capsys, tmp_path, photo, sketch,
     _files(tmp_path)
     args, needle = BAD[case]
     out = tmp_path / "out.png"
-    [needle, *args] = _fill([needle, *args], tmp_path, photo, sketch)
+    [needle, *args] = _fill([needle, *args.split()], tmp_path, photo, sketch)
     _assert_one_error_line(*_run(capsys, "edit", *args, "-o", out), needle)
     assert not out.exists()
 
