@@ -25,6 +25,8 @@ that the package's sketch rule (:func:`sketchedit.editor.as_sketch`) turns the g
 strokes. A sketch with no stroke, or with more than
 :data:`sketchedit.editor.MAX_STROKE_FRACTION` of its pixels as strokes, is refused. A ``--mask``
 file is read like rule 1 or 2 (white or opaque = the region to change), never inverted.
+Sketch and mask files are turned upright by their EXIF orientation, as the photo is, so they
+are drawn at the photo's size as a viewer shows it.
 
 Errors
 ------

@@ -313,6 +313,17 @@ def test_cuda_without_cuda_is_one_error_line(capsys, tmp_path, photo, sketch):
     _assert_one_error_line(rc, stdout, stderr, "CUDA is not available")
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_edit_matches_the_cpu_edit(capsys, tmp_path, photo, sketch):
+    for device in ("cpu", "cuda"):
+        extra = ("--device", device, "--mask-out", tmp_path / f"{device}_mask.png")
+        rc, _, stderr = _edit(capsys, photo, sketch, tmp_path / f"{device}.png", *extra)
+        assert rc == 0, stderr
+    cpu, cuda = (_png(tmp_path / f"{d}_mask.png").astype(int) for d in ("cpu", "cuda"))
+    assert np.abs(cpu - cuda).max() <= 2  # float32 on another device: rounding only
+
+
 # --- train and evaluate are passed through ----------------------------------------------------
 @pytest.mark.parametrize("command", ["train", "evaluate"])
 def test_train_and_evaluate_help_pass_through(capsys, command):
