@@ -7,6 +7,16 @@ on a 2-core CPU.
 
     python benchmarks/training.py                       # cnum 16, batch 4, CPU (+ GPU)
     python benchmarks/training.py --cnum 48 --batch 8 --sizes 256 --device cuda
+    python benchmarks/training.py --recipe starter --sizes 64,128 --device cpu --no-vgg \
+        --variants baseline,channels_last,threads1,compile    # CPU speed-ups, one run
+
+``--variants`` times the same step several ways in one run, so their ratios are comparable:
+``baseline``; ``channels_last`` (networks and batch in the channels-last memory layout, the
+one oneDNN convolutions prefer; same numbers up to float rounding); ``threads1`` (one intra-op
+thread instead of all cores); ``compile`` (``torch.compile`` of the three networks, inductor
+backend; its compile time is excluded and printed, and a failure to compile is printed and
+skipped). ``--recipe starter`` uses the starter's last-phase losses (GAN and VGG off, hole L1
+and mask BCE on) instead of the full GAN step.
 """
 
 from __future__ import annotations
@@ -27,17 +37,30 @@ def random_batch(b: int, s: int, device, seed: int = 0) -> dict[str, torch.Tenso
     x = y.clone()
     x[:, :, s // 4 : s // 2, s // 4 : s // 2] = torch.rand(b, 3, s // 4, s // 4, generator=g)
     sketch = (torch.rand(b, 1, s, s, generator=g) > 0.98).float()
-    batch = {"input": x, "target": y, "sketch": sketch, "edges": sketch}
+    changed = torch.zeros(b, 1, s, s)
+    changed[:, :, s // 4 : s // 2, s // 4 : s // 2] = 1.0
+    batch = {"input": x, "target": y, "sketch": sketch, "edges": sketch, "changed": changed}
+    batch["hole"] = changed.clone()
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def time_steps(cfg, device, steps: int, warmup: int, vgg) -> float:
-    """Seconds per full step (mean over ``steps`` after ``warmup``)."""
+VARIANTS = ("baseline", "channels_last", "threads1", "compile")
+
+
+def time_steps(cfg, device, steps: int, warmup: int, vgg, variant: str = "baseline") -> float:
+    """Seconds per full step (mean over ``steps`` after ``warmup``) for one ``variant``."""
     torch.manual_seed(0)
     nets = {k: v.to(device) for k, v in O.build_networks(cfg).items()}
     optims = O.make_optimizers(cfg, nets)
     O.set_trainable(nets, "joint")
     batch = random_batch(cfg.batch_size, cfg.image_size, device)
+    wrapped = nets  # what the step calls; the optimisers keep the original parameters
+    if variant == "channels_last":
+        for net in nets.values():
+            net.to(memory_format=torch.channels_last)
+        batch = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
+    elif variant == "compile":
+        wrapped = {k: torch.compile(v) for k, v in nets.items()}
 
     def autocast():
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
@@ -46,15 +69,24 @@ def time_steps(cfg, device, steps: int, warmup: int, vgg) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    for i in range(warmup):
-        O.gan_step(cfg, i, batch, nets, nets, optims, "joint", vgg, autocast)
-    sync()
-    t0 = time.perf_counter()
-    for i in range(steps):
-        # mode 1 for every timed step: M, G (both stages), D and VGG all run
-        O.gan_step(cfg, 1000 + i, batch, nets, nets, optims, "joint", vgg, autocast)
-    sync()
-    return (time.perf_counter() - t0) / steps
+    threads = torch.get_num_threads()
+    if variant == "threads1":
+        torch.set_num_threads(1)
+    try:
+        t0 = time.perf_counter()
+        for i in range(max(warmup, 2 if variant == "compile" else 0)):
+            O.gan_step(cfg, i, batch, nets, wrapped, optims, "joint", vgg, autocast)
+        sync()
+        if variant == "compile":
+            print(f"  (compile + warm-up: {time.perf_counter() - t0:.0f} s)", flush=True)
+        t0 = time.perf_counter()
+        for i in range(steps):
+            # mode 1 for every timed step: M, G (both stages), D and VGG all run
+            O.gan_step(cfg, 1000 + i, batch, nets, wrapped, optims, "joint", vgg, autocast)
+        sync()
+        return (time.perf_counter() - t0) / steps
+    finally:
+        torch.set_num_threads(threads)
 
 
 def main(argv=None) -> None:
@@ -74,7 +106,13 @@ def main(argv=None) -> None:
     )
     p.add_argument("--no-vgg", action="store_true")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--variants", default="baseline", help=f"comma list of {','.join(VARIANTS)}")
+    p.add_argument("--recipe", choices=("gan", "starter"), default="gan")
     args = p.parse_args(argv)
+    variants = args.variants.split(",")
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        p.error(f"unknown variants {sorted(unknown)}; choose from {VARIANTS}")
     if args.threads:
         torch.set_num_threads(args.threads)
     # As in training: denormal activations of the 0.02-gain init slow CPU convs down a lot.
@@ -86,7 +124,11 @@ def main(argv=None) -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
         f"cnum {args.cnum}, batch {args.batch}, VGG {'off' if args.no_vgg else 'on'}"
     )
-    print(f"{'device':6} {'size':>5} {'amp':>5} {'s/step':>8} {'steps/s':>8} {'images/s':>9}")
+    print(f"recipe: {args.recipe}")
+    print(
+        f"{'device':6} {'size':>5} {'amp':>5} {'variant':>13} {'s/step':>8} {'steps/s':>8} "
+        f"{'images/s':>9} {'vs baseline':>11}"
+    )
     for dev in devices:
         device = torch.device(dev)
         if dev == "cuda":
@@ -109,6 +151,11 @@ def main(argv=None) -> None:
                             flush=True,
                         )
             for amp in amps:
+                recipe = (
+                    {"lambda_gan": 0.0, "lambda_l1_hole": 5.0, "lambda_mask_bce": 1.0}
+                    if args.recipe == "starter"
+                    else {}
+                )
                 cfg = get_config(
                     "tiny",
                     image_size=size,
@@ -118,12 +165,22 @@ def main(argv=None) -> None:
                     amp=amp,
                     lambda_vgg=0.0 if args.no_vgg else 10.0,
                     mode_probs=(0.0, 1.0, 0.0),
+                    **recipe,
                 )
-                sec = time_steps(cfg, device, args.steps, args.warmup, vgg)
-                print(
-                    f"{dev:6} {size:5d} {amp:>5} {sec:8.3f} {1 / sec:8.2f} {args.batch / sec:9.1f}",
-                    flush=True,
-                )
+                base = None
+                for variant in variants:
+                    try:
+                        sec = time_steps(cfg, device, args.steps, args.warmup, vgg, variant)
+                    except Exception as err:  # noqa: BLE001 - a failed compile is a result too
+                        print(f"{dev:6} {size:5d} {amp:>5} {variant:>13}  failed: {err!r:.120}")
+                        continue
+                    base = sec if variant == "baseline" else base
+                    ratio = f"{base / sec:10.2f}x" if base else ""
+                    print(
+                        f"{dev:6} {size:5d} {amp:>5} {variant:>13} {sec:8.3f} {1 / sec:8.2f} "
+                        f"{args.batch / sec:9.1f} {ratio:>11}",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":
