@@ -63,7 +63,7 @@ def _build_networks(checkpoint: str | None, seed: int = 0):
     from sketchedit.nets import Generator, MaskEstimator
 
     if checkpoint:
-        from sketchedit.weights import load_checkpoint
+        from sketchedit.checkpoints import load_checkpoint
 
         nets = load_checkpoint(checkpoint)
         return nets["mask_estimator"].eval(), nets["generator"].eval()

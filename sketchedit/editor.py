@@ -331,7 +331,7 @@ class SketchEditor:
         """Load a checkpoint in this project's format (default: the bundled starter model).
 
         The file holds the networks "mask_estimator" and "generator" written by
-        :func:`sketchedit.weights.save_checkpoint`.
+        :func:`sketchedit.checkpoints.save_checkpoint`.
         """
         path = Path(path) if path is not None else STARTER_CHECKPOINT
         if not path.is_file():
@@ -341,7 +341,7 @@ class SketchEditor:
                 "or use SketchEditor.from_official(...) for the official weights."
             )
             raise FileNotFoundError(f"no checkpoint file at {path}.{hint}")
-        from sketchedit.weights import load_checkpoint
+        from sketchedit.checkpoints import load_checkpoint
 
         networks = load_checkpoint(path, map_location="cpu")
         missing = [k for k in ("mask_estimator", "generator") if k not in networks]
@@ -372,8 +372,8 @@ class SketchEditor:
         device="cpu",
     ) -> SketchEditor:
         """Load the two official ``.pth`` checkpoints (faces or scenes) of the authors' code."""
+        from sketchedit.checkpoints import load_official
         from sketchedit.nets import Generator, MaskEstimator
-        from sketchedit.weights import load_official
 
         for p in (mask_estimator_path, generator_path):
             if not Path(p).is_file():

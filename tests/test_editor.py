@@ -268,7 +268,7 @@ def test_from_pretrained_missing_file_is_clear(tmp_path):
 
 
 def test_from_pretrained_round_trip(tmp_path, editor, photo, sketch):
-    from sketchedit.weights import save_checkpoint
+    from sketchedit.checkpoints import save_checkpoint
 
     path = tmp_path / "tiny.safetensors"
     save_checkpoint(path, {"mask_estimator": editor.mask_estimator, "generator": editor.generator})

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import sketchedit.nets.official as official
 from sketchedit.nets.blocks import (
     Decoder,
     check_cnum,
@@ -204,16 +205,16 @@ class Generator(nn.Module):
         fine = self.refine(self.composite(coarse, image, mask), mask)
         return coarse, fine
 
-    # --- official checkpoints (the mapping table lives in sketchedit/weights.py) --------------
+    # --- official checkpoints (the mapping table lives in sketchedit/nets/official.py) --------
     @classmethod
-    def from_official(cls, state_dict_or_path) -> Generator:
-        """Build from an official ``latest_net_G.pth`` state dict (or its path)."""
-        from sketchedit import weights
+    def from_official(cls, state_dict) -> Generator:
+        """Build from an official ``latest_net_G.pth`` state dict.
 
-        return weights.from_official(cls, state_dict_or_path)
+        Read the file with :func:`sketchedit.checkpoints.load_official` (the networks know no
+        file format).
+        """
+        return official.from_official(cls, state_dict)
 
     def to_official(self) -> dict[str, torch.Tensor]:
         """This network's weights under the official tensor names (``conv1.weight`` ...)."""
-        from sketchedit import weights
-
-        return weights.to_official(self)
+        return official.to_official(self)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+import sketchedit.nets.official as official
 from sketchedit.nets.blocks import (
     Decoder,
     check_cnum,
@@ -95,16 +96,16 @@ class MaskEstimator(nn.Module):
         _, rate16 = self.encode(image, sketch)
         return self.mask_head(rate16)
 
-    # --- official checkpoints (the mapping table lives in sketchedit/weights.py) --------------
+    # --- official checkpoints (the mapping table lives in sketchedit/nets/official.py) --------
     @classmethod
-    def from_official(cls, state_dict_or_path) -> MaskEstimator:
-        """Build from an official ``latest_net_M.pth`` state dict (or its path)."""
-        from sketchedit import weights
+    def from_official(cls, state_dict) -> MaskEstimator:
+        """Build from an official ``latest_net_M.pth`` state dict.
 
-        return weights.from_official(cls, state_dict_or_path)
+        Read the file with :func:`sketchedit.checkpoints.load_official` (the networks know no
+        file format).
+        """
+        return official.from_official(cls, state_dict)
 
     def to_official(self) -> dict[str, torch.Tensor]:
         """This network's weights under the official tensor names (``conv1.weight`` ...)."""
-        from sketchedit import weights
-
-        return weights.to_official(self)
+        return official.to_official(self)
