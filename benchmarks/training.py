@@ -17,6 +17,7 @@ import time
 import torch
 
 from sketchedit import train as T
+from sketchedit.nets.blocks import cpu_low_precision_is_fast
 from sketchedit.presets import get_config
 
 
@@ -54,14 +55,6 @@ def time_steps(cfg, device, steps: int, warmup: int, vgg) -> float:
         T.gan_step(cfg, 1000 + i, batch, nets, nets, optims, "joint", vgg, autocast)
     sync()
     return (time.perf_counter() - t0) / steps
-
-
-def cpu_bf16_is_native() -> bool:
-    """Whether oneDNN runs bf16 convolutions natively on this CPU."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def main(argv=None) -> None:
@@ -107,7 +100,7 @@ def main(argv=None) -> None:
             amps = args.amp.split(",")
             if args.amp == "auto":
                 amps = ["none", "bf16"]
-                if dev == "cpu" and not cpu_bf16_is_native():
+                if dev == "cpu" and not cpu_low_precision_is_fast(torch.bfloat16):
                     amps = ["none"]
                     if size == sizes[0]:
                         print(

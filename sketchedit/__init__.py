@@ -29,7 +29,7 @@ _LAZY = {
     "MaskEstimator": "sketchedit.nets",
     "Generator": "sketchedit.nets",
     "Discriminator": "sketchedit.nets",
-    "edit_image": "sketchedit.inference",
+    "run_sketchedit": "sketchedit.inference",
     "SketchEditor": "sketchedit.editor",
     "EditResult": "sketchedit.editor",
     "EditSession": "sketchedit.editor",
