@@ -22,9 +22,9 @@ Photos (:func:`load_rgb`)
       (0..255: divide by 255 or pass uint8; ``[-1, 1]``: pass ``(x + 1) / 2``).
     - torch tensors ``(3, H, W)``, ``(1, 3, H, W)`` or ``(1, H, W)`` (CHW): float in
       ``[-1, 1]``, the package's convention (what :func:`to_tensor` returns). A tensor outside
-      ``[-1, 1]`` is an error. A tensor entirely in ``[0, 1]`` is ambiguous (it may be
-      torchvision's ``[0, 1]`` convention): it is read as ``[-1, 1]`` as documented, with a
-      ``UserWarning``; convert a ``[0, 1]`` tensor with :func:`from_unit_range` first.
+      ``[-1, 1]`` is an error. A tensor entirely in ``[0, 1]`` (and not all zero) is ambiguous
+      (it may be torchvision's ``[0, 1]`` convention): it is read as ``[-1, 1]`` as documented,
+      with a ``UserWarning``; convert a ``[0, 1]`` tensor with :func:`from_unit_range` first.
       Integer tensors are an error (``torchvision.io.read_image`` gives uint8: pass
       ``t.float() / 127.5 - 1``).
 
@@ -238,8 +238,9 @@ def from_unit_range(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def _warn_if_ambiguous(tensor: torch.Tensor) -> None:
-    """Warn when a float tensor lies entirely in [0, 1] (maybe torchvision's convention)."""
-    if tensor.is_floating_point() and tensor.numel() and tensor.min().item() >= 0.0:
+    """Warn when a float tensor lies entirely in [0, 1] (maybe torchvision's convention);
+    an all-zero (uniform mid-grey) tensor is left alone."""
+    if tensor.is_floating_point() and tensor.numel() and tensor.min().item() >= 0.0 < tensor.max():
         warnings.warn(
             f"an image tensor of shape {tuple(tensor.shape)} has no value below 0: it is read "
             f"in the package's [-1, 1] convention (0 = mid-grey). If it is a [0, 1] tensor "

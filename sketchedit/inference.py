@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from sketchedit.nets.blocks import (
+    NonFiniteError,
     check_image_batch,
     cpu_low_precision_is_fast,
     subpixel_upsampling,
@@ -159,12 +160,16 @@ def check_finite_output(network: str, net: torch.nn.Module, **outputs: torch.Ten
     """
     bad = [name for name, t in outputs.items() if not torch.isfinite(t).all()]
     if bad:
-        source = getattr(net, "source", None)
-        origin = f" (weights from {source})" if source else ""
-        raise RuntimeError(
-            f"the {network} produced NaN or infinite values in {', '.join(bad)}{origin}: its "
-            f"weights are probably corrupt or diverged; check or replace that checkpoint"
-        )
+        raise _non_finite(network, net, f"NaN or infinite values in {', '.join(bad)}")
+
+
+def _non_finite(network: str, net: torch.nn.Module, what: str) -> RuntimeError:
+    source = getattr(net, "source", None)
+    origin = f" (weights from {source})" if source else ""
+    return RuntimeError(
+        f"the {network} produced {what}{origin}: its weights are probably corrupt or "
+        f"diverged; check or replace that checkpoint"
+    )
 
 
 @contextlib.contextmanager
@@ -292,7 +297,11 @@ def run_sketchedit(
             if channels_last:
                 work_soft = work_soft.contiguous(memory_format=torch.channels_last)
         work_hard = (work_soft > 0.5).to(work_image.dtype)
-        coarse, fine = generator(work_image, work_sketch, work_hard, work_hard)
+        try:
+            coarse, fine = generator(work_image, work_sketch, work_hard, work_hard)
+        except NonFiniteError as err:  # the inputs are finite (checked): the weights are not
+            inside = f"NaN or infinite values inside ({err})"
+            raise _non_finite("generator", generator, inside) from err
         check_finite_output("generator", generator, coarse=coarse, fine=fine)
 
     soft = mask.clamp(0, 1) if mask is not None else back(work_soft).clamp(0, 1)

@@ -159,3 +159,20 @@ def test_mask_preview_is_the_mask_the_edit_predicts(nets, size_mode):
     full = run_sketchedit(m, g, image, sketch, size_mode=size_mode)
     assert preview.shape == (2, 1, 29, 43)
     torch.testing.assert_close(preview, full.soft_mask, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("network", ["mask_estimator", "generator"])
+def test_non_finite_weights_are_named_with_their_checkpoint(network):
+    # Today: NaN mask-estimator weights gave NaN masks and a black picture behind a numpy cast
+    # warning; NaN generator weights said "features contain NaN or inf" with no culprit.
+    nets = {"mask_estimator": MaskEstimator(cnum=4), "generator": Generator(cnum=4)}
+    with torch.no_grad():
+        next(nets[network].parameters()).fill_(float("nan"))
+    nets[network].source = "runs/diverged.safetensors"
+    image, sketch = _inputs(1, 24, 32)
+    name = network.replace("_", " ")
+    with pytest.raises(RuntimeError, match=rf"the {name} produced .*runs/diverged\.safetensors"):
+        run_sketchedit(nets["mask_estimator"], nets["generator"], image, sketch)
+    if network == "mask_estimator":
+        with pytest.raises(RuntimeError, match=rf"the {name} produced"):
+            predict_soft_mask(nets["mask_estimator"], image, sketch)

@@ -39,6 +39,7 @@ __all__ = [
     "GatedConv2d",
     "GatedUpConv2d",
     "LayerSpec",
+    "NonFiniteError",
     "check_cnum",
     "check_image_batch",
     "cpu_low_precision_is_fast",
@@ -52,6 +53,10 @@ __all__ = [
 #: Activations of the "feature" half of a gated conv. ReLU is used once, in the attention
 #: branch right before contextual attention. [code]
 ACTIVATIONS = {"elu": F.elu, "relu": F.relu}
+
+
+class NonFiniteError(ValueError):
+    """NaN or inf inside a network (inference turns it into an error naming the network)."""
 
 
 @lru_cache(maxsize=8)
