@@ -39,8 +39,9 @@ Sketches (:func:`as_sketch`, 1 = stroke) and masks (:func:`as_mask`, 1 = may cha
       error); uint16 / PIL "I;16" / "I": ``/ 65535``; PIL "F": must lie in ``[0, 1]``;
     - PIL modes with alpha ("RGBA", "LA", "PA", "P" with transparency): the **alpha channel**
       (strokes or a region on a transparent layer; colour is irrelevant). An image whose alpha
-      is opaque everywhere has no drawing in its alpha, so its greyscale is read instead.
-    - other PIL modes ("RGB" ...): the greyscale.
+      is opaque everywhere has no drawing in its alpha, so its colours are read instead.
+    - PIL "1" and "L": the grey value; colour modes ("RGB", "P", "CMYK" ...): the brightest
+      channel (a red stroke on black counts like a white one).
 
     A **sketch** pixel is a stroke when that fraction is **above one half**: float ``> 0.5``,
     uint8 and 8-bit PIL ``>= 128``, uint16 ``>= 32768`` (so antialiasing halos and JPEG
@@ -369,7 +370,11 @@ def _pil_plane(img: Image.Image, what: str) -> np.ndarray:
         img = img.convert("RGB")  # opaque everywhere: the drawing is in the colours
     if img.mode in _DEEP_MODES:
         return _deep_pil_values(img, what)
-    return np.asarray(img.convert("L"))
+    if img.mode in ("1", "L"):
+        return np.asarray(img.convert("L"))
+    # Colour: the brightest channel, so a red or blue stroke counts like a white one (the
+    # luminance of pure red is 76 of 255, which would drop it below the stroke threshold).
+    return np.asarray(img.convert("RGB")).max(axis=2)
 
 
 def read_plane(x: ArrayLike, what: str) -> np.ndarray:

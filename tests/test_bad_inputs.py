@@ -146,6 +146,12 @@ def text_file(ctx, name: str):
     return ctx.tmp / name
 
 
+def red_strokes() -> Image.Image:
+    rgb = np.zeros((H, W, 3), np.uint8)
+    rgb[..., 0] = antialiased_line()
+    return Image.fromarray(rgb, mode="RGB")
+
+
 def is_line(s: np.ndarray) -> bool:
     return np.array_equal(s, line_sketch())
 
@@ -240,6 +246,8 @@ IMAGE_ROWS = [
     ("PIL L antialiased sketch", lambda c: as_sketch(Image.fromarray(antialiased_line())),
      Gives(is_line)),
     ("RGBA strokes in alpha, halo 64", lambda c: as_sketch(alpha_layer(255)), Gives(is_line)),
+    # today: the halo counted (any non-zero grey)
+    ("RGB red strokes on black", lambda c: as_sketch(red_strokes()), Gives(is_line)),
     # today: every pixel a stroke (opaque alpha)
     ("RGBA opaque: greyscale read", lambda c: as_sketch(
         Image.fromarray(antialiased_line()).convert("RGBA")), Gives(is_line)),

@@ -31,6 +31,7 @@ __all__ = [
     "from_official",
     "official_layer_table",
     "strip_module_prefix",
+    "tensor_table",
     "to_official",
 ]
 
