@@ -292,6 +292,9 @@ def test_from_pretrained_round_trip(tmp_path, editor, photo, sketch):
     loaded = SketchEditor.from_pretrained(path)
     a, b = editor.edit(photo, sketch), loaded.edit(photo, sketch)
     assert np.asarray(a.image).tobytes() == np.asarray(b.image).tobytes()
+    # The editor remembers where its weights came from (error messages name it).
+    assert loaded.source == str(path)
+    assert "random init" in SketchEditor.random_init(cnum=4).source
 
     only_one = tmp_path / "one.safetensors"
     save_checkpoint(only_one, {"mask_estimator": editor.mask_estimator})
