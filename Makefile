@@ -1,7 +1,7 @@
 # One entry point. On a fresh machine with Python >= 3.10 and pip:
 #   make run    -> builds .venv if needed, executes the notebooks headlessly, writes figures/
 #   make test   -> builds .venv if needed, runs the unit tests and the notebooks (nbval)
-#   make lab    -> opens JupyterLab on the notebooks
+#   make lab    -> opens JupyterLab on the notebooks (extra flags: make lab LAB_ARGS="--port 8890")
 # Exact versions come from requirements/lock.txt (torch==2.13.0: the CPU build, not CUDA).
 
 PYTHON ?= python3
@@ -12,6 +12,10 @@ STAMP  := $(VENV)/.installed
 # Notebooks the main job executes, in order (later issues extend this list).
 NOTEBOOKS ?= $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 PYTEST_ARGS ?=
+# Extra JupyterLab flags, e.g. LAB_ARGS="--port 8890 --no-browser".
+LAB_ARGS ?=
+# Jupyter refuses to start as root unless told to (containers and CI images often run as root).
+LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 .PHONY: run test lab lint venv clean-venv
 
@@ -39,7 +43,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider $(PYTEST_ARGS)
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(LAB_ROOT_FLAG) $(LAB_ARGS) notebooks/
 
 lint: $(STAMP)
 	$(BIN)/ruff check sketchedit tests benchmarks

@@ -44,7 +44,7 @@ MIB = 2**20
 
 
 def naive_attention(features: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
-    """The official formulation, unchunked, one sample at a time (steps 1-6 of method.md)."""
+    """The official formulation, unchunked, one sample at a time (steps 1-6 of docs/method.md)."""
     outputs = []
     for b in range(features.shape[0]):
         x = features[b : b + 1]

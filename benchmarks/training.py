@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from sketchedit import train as T
+from sketchedit import objective as O
 from sketchedit.nets.blocks import cpu_low_precision_is_fast
 from sketchedit.presets import get_config
 
@@ -34,9 +34,9 @@ def random_batch(b: int, s: int, device, seed: int = 0) -> dict[str, torch.Tenso
 def time_steps(cfg, device, steps: int, warmup: int, vgg) -> float:
     """Seconds per full step (mean over ``steps`` after ``warmup``)."""
     torch.manual_seed(0)
-    nets = {k: v.to(device) for k, v in T.build_networks(cfg).items()}
-    optims = T.make_optimizers(cfg, nets)
-    T.set_trainable(nets, "joint")
+    nets = {k: v.to(device) for k, v in O.build_networks(cfg).items()}
+    optims = O.make_optimizers(cfg, nets)
+    O.set_trainable(nets, "joint")
     batch = random_batch(cfg.batch_size, cfg.image_size, device)
 
     def autocast():
@@ -47,12 +47,12 @@ def time_steps(cfg, device, steps: int, warmup: int, vgg) -> float:
             torch.cuda.synchronize()
 
     for i in range(warmup):
-        T.gan_step(cfg, i, batch, nets, nets, optims, "joint", vgg, autocast)
+        O.gan_step(cfg, i, batch, nets, nets, optims, "joint", vgg, autocast)
     sync()
     t0 = time.perf_counter()
     for i in range(steps):
         # mode 1 for every timed step: M, G (both stages), D and VGG all run
-        T.gan_step(cfg, 1000 + i, batch, nets, nets, optims, "joint", vgg, autocast)
+        O.gan_step(cfg, 1000 + i, batch, nets, nets, optims, "joint", vgg, autocast)
     sync()
     return (time.perf_counter() - t0) / steps
 

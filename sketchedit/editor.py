@@ -1,9 +1,9 @@
 """The editing API: one photo + a partial sketch in, the edited photo and its mask out.
 
 This is the user-facing layer on top of :func:`sketchedit.inference.run_sketchedit`
-(method.md section 3). It accepts whatever a user has at hand (PIL images, numpy arrays,
+(docs/method.md section 3). It accepts whatever a user has at hand (PIL images, numpy arrays,
 tensors, files; any size, greyscale or RGBA) and adds what the official code lacks
-(method.md section 6): the predicted mask is returned to the user, and the user can
+(docs/method.md section 6): the predicted mask is returned to the user, and the user can
 *revise* it (add and erase regions) before the generator runs.
 
 >>> editor = SketchEditor.from_pretrained()                       # doctest: +SKIP
@@ -31,11 +31,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from sketchedit.images import (
@@ -48,16 +50,28 @@ from sketchedit.images import (
     to_pil,
     to_tensor,
 )
-from sketchedit.inference import predict_soft_mask, run_sketchedit
+from sketchedit.inference import predict_soft_mask, resize_sketch, run_sketchedit
+from sketchedit.roi import MULTIPLE, Region, choose_strategy, plan_regions
 
 #: Above this fraction of stroke pixels a sketch is rejected as probably inverted (dark lines
-#: on white). Real partial sketches cover 0.1-1 % of the pixels (method.md section 1). [ours]
+#: on white). Real partial sketches cover 0.1-1 % of the pixels (docs/method.md section 1). [ours]
 MAX_STROKE_FRACTION = 0.5
 
 #: Where :meth:`SketchEditor.from_pretrained` looks when no path is given.
 STARTER_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "starter.safetensors"
 
 SIZE_MODES = ("pad", "resize")
+
+#: The working size of a model whose checkpoint records none: the resolution the paper and
+#: the official models train at (256 px, paper section 4). [ours]
+DEFAULT_WORKING_SIZE = 256
+#: The official face and scene models were both trained on 256 px images (paper, section 4).
+OFFICIAL_WORKING_SIZE = 256
+#: ``strategy="full"`` above this many pixels (2 megapixels) warns with a time estimate. [ours]
+FULL_WARN_PIXELS = 2_000_000
+#: Width, in working pixels, of the ramp that fades a crop's mask out at its inner borders.
+#: [ours] A few pixels: the mask is rarely non-zero there at all.
+TAPER = 4
 
 
 # --------------------------------------------------------------------------------------------
@@ -74,7 +88,7 @@ class MaskRevision:
     ``used = clip(predicted + add, 0, 1) * (1 - erase)``: the added region is forced into the
     mask, the erased region out of it (erase wins where both are set). ``add`` and ``erase``
     are masks in the module's mask convention, ``None`` meaning "nothing". This is the "mask
-    revising" the official demo lists as a TODO (method.md section 6).
+    revising" the official demo lists as a TODO (docs/method.md section 6).
     """
 
     add: ArrayLike | None = None
@@ -130,19 +144,28 @@ class EditResult:
     """What one edit produced. All arrays are ``(H, W)`` float32 at the input's size.
 
     Attributes:
-        image: the edited photo, PIL RGB.
+        image: the edited photo, PIL RGB, the input's size.
         input_image: the photo that was edited, PIL RGB.
         sketch: the partial sketch, ``{0, 1}``.
-        soft_mask: the mask estimator's soft prediction in ``[0, 1]`` (all zeros when the
-            model was not run, i.e. for an empty sketch).
+        soft_mask: the mask estimator's soft prediction in ``[0, 1]``: zero outside the regions
+            the networks saw (see ``regions``), and all zero when the model was not run, i.e.
+            for an empty sketch.
         used_mask: the mask the output was blended with (prediction, or the user's mask,
             or the revised prediction; then feathered). Where it is exactly 0 the output pixel
             equals the input pixel.
-        hard_mask: ``(used_mask before feathering) > 0.5``, the hole the generator filled
-            (``None`` when the model was not run).
-        coarse, fine: the generator's two stages as PIL RGB (``None`` when the model was not
-            run). ``fine`` is the raw refinement output before the blend.
+        hard_mask: ``(used_mask before feathering) > 0.5`` as the generator got it, brought
+            back to the photo's size: the hole the generator filled (``None`` when the model
+            was not run).
+        coarse, fine: the generator's two stages as PIL RGB at the input's size, before the
+            blend (``None`` when the model was not run). Outside the regions the networks saw,
+            they show the input photo.
         ran_model: False when the sketch was empty and the input was returned unchanged.
+        strategy: how the networks were run: ``"full"``, ``"resize"`` or ``"crop"`` (``auto``
+            resolved; see :mod:`sketchedit.roi`). The requested one is in ``settings``.
+        working_size: the model's working resolution in pixels (its training size), which
+            sets the scale of ``resize`` and ``crop``.
+        regions: the :class:`sketchedit.roi.Region` s the networks ran on: for each, the box of
+            the photo and the ``(h, w)`` the networks saw it at.
     """
 
     image: Image.Image
@@ -155,6 +178,9 @@ class EditResult:
     fine: Image.Image | None = None
     ran_model: bool = True
     settings: dict = field(default_factory=dict)
+    strategy: str = "full"
+    working_size: int | None = None
+    regions: tuple[Region, ...] = ()
 
     def to_dict(self) -> dict:
         """The fields as a plain dict (images stay PIL, masks stay numpy)."""
@@ -169,7 +195,23 @@ class EditResult:
             "fine": self.fine,
             "ran_model": self.ran_model,
             "settings": dict(self.settings),
+            "strategy": self.strategy,
+            "working_size": self.working_size,
+            "regions": list(self.regions),
         }
+
+    def describe(self) -> str:
+        """One line on how the networks ran, e.g. for a status bar."""
+        if not self.ran_model:
+            return "empty sketch: nothing was edited"
+        parts = []
+        for r in self.regions:
+            seen = f"{r.work_size[1]}x{r.work_size[0]} px"
+            if r.box.height == self.image.height and r.box.width == self.image.width:
+                parts.append(f"the whole photo at {seen}")
+            else:
+                parts.append(f"a {r.box.width}x{r.box.height} crop at {seen}")
+        return f"{self.strategy}: " + ", ".join(parts)
 
     def changed_pixels(self) -> np.ndarray:
         """``(H, W)`` bool: where the output differs from the input."""
@@ -216,6 +258,31 @@ def weights_source(mask_estimator: torch.nn.Module, generator: torch.nn.Module) 
     return f"mask estimator: {sources[0] or 'unknown'}; generator: {sources[1] or 'unknown'}"
 
 
+def checkpoint_working_size(metadata: dict) -> int | None:
+    """The training resolution a checkpoint of ours records, or None when it records none.
+
+    Inference exports of the trainer store ``{"working_size": N}``; older files only have
+    the training configuration's ``image_size``, which is the same number.
+    """
+    user = metadata.get("user") or {}
+    size = user.get("working_size") or (user.get("train_config") or {}).get("image_size")
+    if size is None:
+        return None
+    if isinstance(size, bool) or not isinstance(size, int) or size < 2 * MULTIPLE:
+        raise ValueError(f"the checkpoint records an invalid working size {size!r}")
+    return size
+
+
+def _full_cost(height: int, width: int, cnum: int) -> str:
+    """A rough time for the ``full`` strategy on a 2-core laptop CPU, as words.
+
+    Measured: ``cnum = 48`` takes about 71 s for 1024 x 1024 px (``benchmarks/inference.py``);
+    the cost grows with the pixels and with ``cnum ** 2``.
+    """
+    seconds = 71.0 * (height * width) / 1024**2 * (cnum / 48) ** 2
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
 class SketchEditor:
     """Wraps a mask estimator and a generator for editing photos with partial sketches.
 
@@ -225,6 +292,9 @@ class SketchEditor:
         generator: a :class:`sketchedit.nets.Generator`.
         device: "cpu" (default) or "cuda[:N]"; a clear RuntimeError when CUDA is asked for
             but not available.
+        working_size: the resolution (px) the model was trained at; ``resize`` and ``crop``
+            edits show the networks the photo at that scale (:mod:`sketchedit.roi`).
+            [ours] Default :data:`DEFAULT_WORKING_SIZE`, the official models' 256 px.
         channels_last, bf16: speed options of :func:`sketchedit.inference.run_sketchedit`
             (bf16 is faster on recent CPUs but not exact).
 
@@ -238,10 +308,19 @@ class SketchEditor:
         generator: torch.nn.Module,
         device="cpu",
         *,
+        working_size: int = None,
         channels_last: bool = False,
         bf16: bool = False,
     ):
         self.device = resolve_device(device)
+        working_size = DEFAULT_WORKING_SIZE if working_size is None else working_size
+        if (
+            isinstance(working_size, bool)
+            or not isinstance(working_size, int)
+            or (working_size < 2 * MULTIPLE)
+        ):
+            raise ValueError(f"working_size must be an integer >= 16 px, got {working_size!r}")
+        self.working_size = working_size
         self.channels_last = channels_last
         self.bf16 = bf16
         self.mask_estimator = mask_estimator.to(self.device).eval()
@@ -251,7 +330,8 @@ class SketchEditor:
     def __repr__(self) -> str:
         return (
             f"SketchEditor(mask_estimator={type(self.mask_estimator).__name__}, "
-            f"generator={type(self.generator).__name__}, device={str(self.device)!r})"
+            f"generator={type(self.generator).__name__}, device={str(self.device)!r}, "
+            f"working_size={self.working_size})"
         )
 
     # ---- constructors ------------------------------------------------------------------------
@@ -260,7 +340,8 @@ class SketchEditor:
         """Load a checkpoint in this project's format (default: the bundled starter model).
 
         The file holds the networks "mask_estimator" and "generator" written by
-        :func:`sketchedit.checkpoints.save_checkpoint`.
+        :func:`sketchedit.checkpoints.save_checkpoint`; its recorded training resolution becomes
+        the editor's ``working_size`` (:data:`DEFAULT_WORKING_SIZE` if it records none).
         """
         path = Path(path) if path is not None else STARTER_CHECKPOINT
         if not path.is_file():
@@ -270,7 +351,7 @@ class SketchEditor:
                 "or use SketchEditor.from_official(...) for the official weights."
             )
             raise FileNotFoundError(f"no checkpoint file at {path}.{hint}")
-        from sketchedit.checkpoints import load_checkpoint
+        from sketchedit.checkpoints import load_checkpoint, read_checkpoint_metadata
 
         networks = load_checkpoint(path, map_location="cpu")
         missing = [k for k in ("mask_estimator", "generator") if k not in networks]
@@ -278,10 +359,17 @@ class SketchEditor:
             raise ValueError(
                 f"checkpoint {path} lacks the network(s) {missing}; it holds {sorted(networks)}"
             )
-        return cls(networks["mask_estimator"], networks["generator"], device=device)
+        return cls(
+            networks["mask_estimator"],
+            networks["generator"],
+            device=device,
+            working_size=checkpoint_working_size(read_checkpoint_metadata(path)),
+        )
 
     @classmethod
-    def random_init(cls, cnum: int = 16, seed: int = 0, device="cpu") -> SketchEditor:
+    def random_init(
+        cls, cnum: int = 16, seed: int = 0, device="cpu", working_size: int | None = None
+    ) -> SketchEditor:
         """Untrained networks of width ``cnum`` (default: the starter checkpoint's width).
 
         For tests, benchmarks and notebooks that must run before a checkpoint exists: the
@@ -294,7 +382,7 @@ class SketchEditor:
             nets = MaskEstimator(cnum=cnum), Generator(cnum=cnum)
         for net in nets:
             net.source = f"random init (cnum={cnum}, seed={seed})"
-        return cls(*nets, device=device)
+        return cls(*nets, device=device, working_size=working_size)
 
     @classmethod
     def from_official(
@@ -303,7 +391,11 @@ class SketchEditor:
         generator_path: str | os.PathLike,
         device="cpu",
     ) -> SketchEditor:
-        """Load the two official ``.pth`` checkpoints (faces or scenes) of the authors' code."""
+        """Load the two official ``.pth`` checkpoints (faces or scenes) of the authors' code.
+
+        Both official models were trained on 256 px images (paper, section 4), so the editor's
+        working size is 256.
+        """
         from sketchedit.checkpoints import load_official
         from sketchedit.nets import Generator, MaskEstimator
 
@@ -313,30 +405,69 @@ class SketchEditor:
         mask_estimator = MaskEstimator.from_official(load_official(mask_estimator_path))
         generator = Generator.from_official(load_official(generator_path))
         mask_estimator.source, generator.source = str(mask_estimator_path), str(generator_path)
-        return cls(mask_estimator, generator, device=device)
+        return cls(mask_estimator, generator, device=device, working_size=OFFICIAL_WORKING_SIZE)
 
     # ---- editing -------------------------------------------------------------------------
-    def _tensors(self, image: Image.Image, sketch: np.ndarray):
-        x = to_tensor(image).unsqueeze(0).to(self.device)
-        c = torch.from_numpy(sketch)[None, None].to(self.device)
+    def _plan(self, strategy: str, sketch: np.ndarray, extra: np.ndarray | None):
+        """:func:`sketchedit.roi.plan_regions` for this model, warning before a slow ``full``."""
+        strategy, regions = plan_regions(strategy, sketch, self.working_size, extra)
+        height, width = sketch.shape
+        if strategy == "full" and height * width > FULL_WARN_PIXELS:
+            cost = _full_cost(height, width, getattr(self.generator, "cnum", 48))
+            warnings.warn(
+                f"strategy='full' runs both networks on all {width}x{height} px, far above the "
+                f"model's {self.working_size} px working size: roughly {cost} on a 2-core CPU "
+                f"(and an out-of-scale, often empty mask). strategy='auto' edits a crop around "
+                f"the strokes at the model's scale instead.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return strategy, regions
+
+    def _to_work(self, image: Image.Image, sketch: np.ndarray, region: Region):
+        """One region of the photo and sketch as network inputs at the region's working size."""
+        box = region.box
+        crop = image.crop(box.pil)
+        x = to_tensor(crop).unsqueeze(0).to(self.device)
+        c = torch.from_numpy(np.ascontiguousarray(sketch[box.slices]))[None, None].to(self.device)
+        if region.resampled:
+            x = _reduce(x, region.work_size)
+            c = resize_sketch(c, region.work_size)
         return x, c
 
-    def predict_mask(self, image, sketch, *, size_mode: str = "pad") -> np.ndarray:
+    @staticmethod
+    def _to_box(t: torch.Tensor, region: Region, mode: str = "bilinear") -> torch.Tensor:
+        """A ``(1, C, h, w)`` network output at working size -> the region's box size."""
+        if not region.resampled:
+            return t
+        size = (region.box.height, region.box.width)
+        if mode == "nearest":
+            return F.interpolate(t, size=size, mode="nearest")
+        return F.interpolate(t, size=size, mode="bilinear", align_corners=False)
+
+    def predict_mask(
+        self, image, sketch, *, size_mode: str = "pad", strategy: str = "auto"
+    ) -> np.ndarray:
         """Only the mask estimator: ``(H, W)`` float32 soft mask in ``[0, 1]``.
 
         Cheap preview of the region an edit would change (the widget shows it so the user
-        can revise it before applying). An empty sketch gives an all-zero mask.
+        can revise it before applying): the same regions and scale as :meth:`edit` with the
+        same ``strategy``. An empty sketch gives an all-zero mask.
         """
         image = as_rgb(image)
         sketch = as_sketch(sketch)
         check_size("sketch", sketch, image)
         _check_size_mode(size_mode)
+        mask = np.zeros_like(sketch)
         if not sketch.any():
-            return np.zeros_like(sketch)
-        x, c = self._tensors(image, sketch)
-        with torch.inference_mode():
-            m = predict_soft_mask(self.mask_estimator, x, c, size_mode=size_mode)
-        return mask_to_numpy(m)
+            return mask
+        _, regions = self._plan(strategy, sketch, None)
+        for region in regions:
+            x, c = self._to_work(image, sketch, region)
+            with torch.inference_mode():
+                m = predict_soft_mask(self.mask_estimator, x, c, size_mode=size_mode)
+            mask[region.box.slices] = mask_to_numpy(self._to_box(m, region))
+        return mask
 
     def edit(
         self,
@@ -346,6 +477,7 @@ class SketchEditor:
         *,
         feather: float = 0,
         size_mode: str = "pad",
+        strategy: str = "auto",
     ) -> EditResult:
         """Edit ``image`` so it follows the partial ``sketch``.
 
@@ -356,22 +488,35 @@ class SketchEditor:
                 a full mask (replaces the prediction), or a :class:`MaskRevision` (corrections
                 on top of the prediction).
             feather: soften the blend edge by this many px (see :func:`feather_mask`; [ours]).
-            size_mode: "pad" (reflect-pad to a multiple of 8, crop back) or "resize" (resize
-                to a multiple of 8 and back, as the official demo does).
+                With ``crop`` it acts inside each crop.
+            size_mode: how a region reaches a multiple of 8 px: "pad" (reflect-pad, crop back)
+                or "resize" (as the official demo does); see :mod:`sketchedit.inference`.
+            strategy: where and at what scale the networks run: ``"auto"`` (default:
+                ``"crop"`` on photos larger than the model's working size, else ``"full"``),
+                ``"full"``, ``"resize"`` or ``"crop"``; see :mod:`sketchedit.roi`. ``full``
+                on a photo above :data:`FULL_WARN_PIXELS` warns with a time estimate.
 
-        An empty sketch returns the input unchanged (bitwise) and an all-zero mask without
-        running the networks.
+        The output has the input's size; pixels where the used mask is 0 (everything outside
+        the regions the networks saw) are the input's, bit for bit. An empty sketch returns
+        the input unchanged (bitwise) and an all-zero mask without running the networks.
         """
         image = as_rgb(image)
         sketch = as_sketch(sketch)
         check_size("sketch", sketch, image)
         _check_size_mode(size_mode)
         check_feather(feather)
-        full_mask = None
-        if mask is not None and not isinstance(mask, MaskRevision):
-            full_mask = as_mask(mask)
-            check_size("mask", full_mask, image)
-        settings = {"feather": feather, "size_mode": size_mode, "mask": _describe_mask(mask)}
+        user_mask = revision = None
+        if isinstance(mask, MaskRevision):
+            revision = mask
+        elif mask is not None:
+            user_mask = as_mask(mask)
+            check_size("mask", user_mask, image)
+        settings = {
+            "feather": feather,
+            "size_mode": size_mode,
+            "mask": _describe_mask(mask),
+            "strategy": strategy,
+        }
 
         fraction = float(sketch.mean()) if sketch.size else 0.0
         if fraction > MAX_STROKE_FRACTION:
@@ -381,6 +526,7 @@ class SketchEditor:
                 f"invert it first (PIL.ImageOps.invert(sketch) or 1 - sketch)."
             )
         if not sketch.any():
+            choose_strategy(strategy, sketch.shape, self.working_size)  # reject a bad name
             empty = np.zeros_like(sketch)
             return EditResult(
                 image=image.copy(),
@@ -390,44 +536,137 @@ class SketchEditor:
                 used_mask=empty.copy(),
                 ran_model=False,
                 settings=settings,
+                strategy="none",
+                working_size=self.working_size,
             )
 
-        x, c = self._tensors(image, sketch)
-        with torch.inference_mode():
-            if mask is None:
-                predicted = None  # run_sketchedit predicts it: the paper's mask-free path
-            else:
-                # Revision or user mask: the prediction is still reported (a revision starts
-                # from it); the generator then gets the user's mask instead.
-                soft = predict_soft_mask(self.mask_estimator, x, c, size_mode=size_mode)
-                predicted = mask_to_numpy(soft)
-                if isinstance(mask, MaskRevision):
-                    full_mask = mask.apply(predicted)
-            out = run_sketchedit(
-                self.mask_estimator if full_mask is None else None,
-                self.generator,
-                x,
-                c,
-                mask=None if full_mask is None else torch.from_numpy(full_mask)[None, None].to(x),
-                size_mode=size_mode,
-                channels_last=self.channels_last,
-                bf16=self.bf16,
-            )
-        soft = mask_to_numpy(out.soft_mask) if predicted is None else predicted
-        used = feather_mask(soft if full_mask is None else full_mask, feather)
-        edited = blend(image, out.fine[0], used)
+        # Pixels every crop must cover besides the strokes: the user's mask, or what a
+        # revision adds (a crop that cut them off would silently drop part of the edit).
+        extra = user_mask if user_mask is not None else _revision_add(revision, sketch.shape)
+        strategy, regions = self._plan(strategy, sketch, extra)
+        soft, used, hard = (np.zeros_like(sketch) for _ in range(3))
+        edited, coarse, fine = image.copy(), image.copy(), image.copy()
+        for region in regions:
+            piece = self._edit_region(image, sketch, region, user_mask, revision, size_mode)
+            box = region.box.slices
+            soft[box], hard[box] = piece["soft"], piece["hard"]
+            used[box] = feather_mask(piece["used"], feather)
+            if strategy == "crop":
+                used[box] *= _crop_taper(region, sketch.shape)
+            corner = (region.box.left, region.box.top)
+            edited.paste(blend(image.crop(region.box.pil), piece["fine"], used[box]), corner)
+            fine.paste(to_pil(piece["fine"]), corner)
+            coarse.paste(to_pil(piece["coarse"]), corner)
         return EditResult(
             image=edited,
             input_image=image,
             sketch=sketch,
             soft_mask=soft,
             used_mask=used,
-            hard_mask=mask_to_numpy(out.hard_mask),
-            coarse=to_pil(out.coarse[0]),
-            fine=to_pil(out.fine[0]),
+            hard_mask=hard,
+            coarse=coarse,
+            fine=fine,
             ran_model=True,
             settings=settings,
+            strategy=strategy,
+            working_size=self.working_size,
+            regions=tuple(regions),
         )
+
+    def _edit_region(
+        self,
+        image: Image.Image,
+        sketch: np.ndarray,
+        region: Region,
+        user_mask: np.ndarray | None,
+        revision: MaskRevision | None,
+        size_mode: str,
+    ) -> dict:
+        """Both networks on one region; everything returned at the region's box size.
+
+        Returns ``{"soft", "used", "hard"}`` as ``(h, w)`` float32 arrays (the prediction, the
+        mask to blend with before feathering, the generator's hard mask) and ``{"fine",
+        "coarse"}`` as ``(3, h, w)`` tensors in [-1, 1].
+        """
+        box = region.box.slices
+        x, c = self._to_work(image, sketch, region)
+        options = {"size_mode": size_mode, "channels_last": self.channels_last, "bf16": self.bf16}
+        with torch.inference_mode():
+            if user_mask is None and revision is None:
+                # The paper's mask-free path: run_sketchedit predicts the mask itself.
+                out = run_sketchedit(self.mask_estimator, self.generator, x, c, **options)
+                soft = used = mask_to_numpy(self._to_box(out.soft_mask, region))
+            else:
+                # Revision or user mask: the prediction is still reported (a revision starts
+                # from it); the generator then gets the user's mask instead.
+                predicted = predict_soft_mask(self.mask_estimator, x, c, size_mode=size_mode)
+                soft = mask_to_numpy(self._to_box(predicted, region))
+                if revision is not None:
+                    used = _crop_revision(revision, box).apply(soft)
+                else:
+                    used = user_mask[box]
+                work_mask = torch.from_numpy(np.ascontiguousarray(used))[None, None].to(x)
+                if region.resampled:
+                    work_mask = _reduce(work_mask, region.work_size).clamp(0, 1)
+                out = run_sketchedit(None, self.generator, x, c, mask=work_mask, **options)
+        return {
+            "soft": soft,
+            "used": used,
+            "hard": mask_to_numpy(self._to_box(out.hard_mask, region, mode="nearest")),
+            "fine": self._to_box(out.fine, region)[0].clamp(-1, 1),
+            "coarse": self._to_box(out.coarse, region)[0].clamp(-1, 1),
+        }
+
+
+def _reduce(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Shrink ``(1, C, H, W)`` to ``size``: block means when ``size`` divides ``(H, W)``
+    exactly (the crops of :mod:`sketchedit.roi`), else antialiased bilinear."""
+    fh, fw = x.shape[2] / size[0], x.shape[3] / size[1]
+    if fh == fw and fh.is_integer():
+        return F.avg_pool2d(x, int(fh))
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def _revision_add(revision: MaskRevision | None, shape: tuple[int, int]) -> np.ndarray | None:
+    """The region a revision forces into the mask, checked against the photo's size."""
+    if revision is None or revision.add is None:
+        return None
+    add = as_mask(revision.add, "MaskRevision.add")
+    check_size("MaskRevision.add", add, np.zeros(shape, np.float32))
+    return add
+
+
+def _crop_revision(revision: MaskRevision, box: tuple[slice, slice]) -> MaskRevision:
+    """The part of a full-size revision that falls inside ``box``."""
+
+    def part(m, what):
+        return None if m is None else as_mask(m, f"MaskRevision.{what}")[box]
+
+    return MaskRevision(add=part(revision.add, "add"), erase=part(revision.erase, "erase"))
+
+
+def _crop_taper(region: Region, image_hw: tuple[int, int]) -> np.ndarray:
+    """``(h, w)`` weights that fade a crop's mask to 0 at its borders inside the photo. [ours]
+
+    A mask that is not exactly 0 where a crop ends would leave a step between blended and
+    untouched pixels there; a linear ramp over :data:`TAPER` working pixels removes it. Sides
+    that are the photo's own border keep their full mask.
+    """
+    box = region.box
+    width = max(1, round(TAPER / region.scale))
+
+    def ramp(n: int, at_start: bool, at_end: bool) -> np.ndarray:
+        i = np.arange(n, dtype=np.float32)
+        r = np.ones(n, np.float32)
+        if at_start:
+            r = np.minimum(r, (i + 0.5) / width)
+        if at_end:
+            r = np.minimum(r, (n - i - 0.5) / width)
+        return np.clip(r, 0.0, 1.0)
+
+    rows = ramp(box.height, box.top > 0, box.bottom < image_hw[0])
+    cols = ramp(box.width, box.left > 0, box.right < image_hw[1])
+    return rows[:, None] * cols[None, :]
 
 
 def _check_size_mode(size_mode: str) -> None:
@@ -444,7 +683,7 @@ def _describe_mask(mask) -> str:
 
 
 def blend(image: Image.Image, fine: torch.Tensor, mask: np.ndarray) -> Image.Image:
-    """``fine * m + image * (1 - m)`` with the soft mask (method.md section 3), as PIL RGB.
+    """``fine * m + image * (1 - m)`` with the soft mask (docs/method.md section 3), as PIL RGB.
 
     Done here on the 8-bit input (not on the network's [-1, 1] copy) so that wherever
     ``m == 0`` the output pixel *is* the input pixel, bit for bit, whatever padding or
@@ -476,15 +715,23 @@ class EditSession:
 
     ``history`` is the list of applied :class:`EditResult` (oldest first; the session's own
     records, not to be modified); ``current`` is a copy of the photo after the last one (the
-    original when there is none). A new edit clears the redo
-    stack. An edit with an empty sketch changes nothing and is not recorded.
+    original when there is none). A new edit clears the redo stack. An edit with an empty
+    sketch changes nothing and is not recorded.
     """
 
-    def __init__(self, editor: SketchEditor, image, *, feather: float = 0, size_mode="pad"):
-        check_feather(feather)
+    def __init__(
+        self,
+        editor: SketchEditor,
+        image,
+        *,
+        feather: float = 0,
+        size_mode="pad",
+        strategy: str = "auto",
+    ):
         self.editor = editor
         self.feather = feather
         self.size_mode = size_mode
+        self.strategy = strategy
         self.reset(image)
 
     def reset(self, image) -> None:
@@ -531,6 +778,7 @@ class EditSession:
         """Edit the current photo; the result becomes the current photo."""
         kwargs.setdefault("feather", self.feather)
         kwargs.setdefault("size_mode", self.size_mode)
+        kwargs.setdefault("strategy", self.strategy)
         return self._push(self.editor.edit(self.current, sketch, mask, **kwargs))
 
     def revise(self, mask: ArrayLike | MaskRevision, **kwargs) -> EditResult:
@@ -546,6 +794,7 @@ class EditSession:
             mask = mask.apply(last.used_mask)
         kwargs.setdefault("feather", self.feather)
         kwargs.setdefault("size_mode", self.size_mode)
+        kwargs.setdefault("strategy", self.strategy)
         result = self.editor.edit(last.input_image, last.sketch, mask, **kwargs)
         if not result.ran_model:  # cannot happen for a recorded edit, but keep the rule simple
             return result

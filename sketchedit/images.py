@@ -2,7 +2,7 @@
 
 Every photo that enters ``sketchedit`` passes through :func:`load_rgb` (files, PIL images,
 numpy arrays, tensors) and becomes a ``(3, H, W)`` float tensor in ``[-1, 1]`` through
-:func:`to_tensor`; the networks work in that range (method.md section 1). Sketches go through
+:func:`to_tensor`; the networks work in that range (docs/method.md section 1). Sketches go through
 :func:`as_sketch`, masks through :func:`as_mask`. Each input type has ONE convention, stated
 below; a value outside it is a ``ValueError`` that names the input and the convention, never a
 guess from the values. [ours] (The paper and the official code take tensors only.)

@@ -1,4 +1,4 @@
-"""Inference: from an image and a partial sketch to the edited image (method.md section 3).
+"""Inference: from an image and a partial sketch to the edited image (docs/method.md section 3).
 
 ::
 

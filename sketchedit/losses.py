@@ -1,4 +1,4 @@
-"""Training losses of SketchEdit (method.md section 4 "Losses").
+"""Training losses of SketchEdit (docs/method.md section 4 "Losses").
 
 The paper publishes no training recipe; what the official code and its lineage imply:
 

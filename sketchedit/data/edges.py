@@ -1,7 +1,7 @@
 """Edge maps that stand in for a user's sketch: Canny, XDoG and HED, all thinned to 1-px lines.
 
 SketchEdit is trained on *partial sketches* cut out of an edge map of the target image
-(method.md section 4). The paper does not say which edge detector it used; its lineage used
+(docs/method.md section 4). The paper does not say which edge detector it used; its lineage used
 HED [lineage]. This module offers three, with one output convention:
 
     extract_edges(image, method) -> (H, W) uint8 in {0, 1}, 1 = stroke, lines 1 px wide

@@ -1,4 +1,4 @@
-"""Random hole masks for the joint-inpainting mode (method.md section 4).
+"""Random hole masks for the joint-inpainting mode (docs/method.md section 4).
 
 The official training draws, per batch, 1-5 free-form brush strokes (width 10-40 % of the
 side) united with either an object-shaped mask or a square of side 1/4-1/2 of the image

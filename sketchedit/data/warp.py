@@ -1,7 +1,7 @@
 """Mask-free training pairs: a photo, a locally warped copy, and the partial sketch.
 
 SketchEdit's mask estimator and generator learn from pairs (input x, target y) that differ only
-inside the region to edit, with a partial sketch c that describes y there (method.md section
+inside the region to edit, with a partial sketch c that describes y there (docs/method.md section
 4) [code]. How x was made is not published; the later official demo names the sample type
 "warp". This module is our reconstruction [ours]:
 
@@ -28,7 +28,7 @@ sketch empty, a new region is drawn, up to ``max_tries`` times; after that the l
 returned with ``ok = False`` (the dataset then takes a new crop). A crop with no edges at all
 puts R at a uniformly random point; its sketch is empty (nothing to draw), which we accept.
 
-Not done here: method.md also mentions the reverse pair (y -> x) for training the mask
+Not done here: docs/method.md also mentions the reverse pair (y -> x) for training the mask
 estimator alone. It is a pair with ``input`` and ``target`` swapped (D stays the same), and the
 sketch cut from the edges of the new target instead.
 
@@ -255,6 +255,21 @@ def _pick_center(edges: np.ndarray, rng: np.random.Generator) -> tuple[int, int]
     return int(rng.integers(h)), int(rng.integers(w))
 
 
+def random_region(edge_mask: np.ndarray, rng: np.random.Generator, cfg: WarpConfig) -> np.ndarray:
+    """Step 1: the region R, a blob centred on a random edge pixel. ``(H, W)`` bool."""
+    h, w = edge_mask.shape
+    blob = blob_mask(
+        h,
+        w,
+        rng,
+        radius_fraction=cfg.region_radius,
+        center=_pick_center(edge_mask, rng),
+        wobble=cfg.region_wobble,
+        aspect=cfg.region_aspect,
+    )
+    return blob > 0
+
+
 def synthesize_warp_pair(
     target: np.ndarray,
     edges: np.ndarray,
@@ -272,38 +287,46 @@ def synthesize_warp_pair(
         raise ValueError(f"target must be (H, W, 3), got {target.shape}")
     if edges.shape != target.shape[:2]:
         raise ValueError(f"edges {edges.shape} do not match the target {target.shape[:2]}")
-    h, w = edges.shape
-    side = min(h, w)
     edge_mask = edges > 0
-    sketch_px = round(cfg.sketch_margin * side)
-    lo, hi = cfg.region_radius
     pair = None
     for attempt in range(1, cfg.max_tries + 1):
-        center = _pick_center(edge_mask, rng)
-        region = (
-            blob_mask(
-                h,
-                w,
-                rng,
-                radius_fraction=(lo, hi),
-                center=center,
-                wobble=cfg.region_wobble,
-                aspect=cfg.region_aspect,
-            )
-            > 0
-        )
+        region = random_region(edge_mask, rng, cfg)
         disp = random_displacement(region, rng, cfg)
         moved = np.any(disp != 0, axis=-1) | region
         win = _window(moved, 0)  # everything that can change lies in here
-        warped = quantize(warp_image(target, disp, cfg.order)[win])
-        diff = np.zeros((h, w), dtype=np.float32)
-        diff[win] = np.abs(warped - target[win]).max(axis=-1)
-        changed = close_holes((diff > cfg.tau) | region, cfg.close_radius * side)
-        x = target.copy()
-        x[win] = np.where(changed[win][..., None], warped, target[win])  # bitwise y outside D
-        sketch = (edge_mask & dilate(changed, sketch_px)).astype(np.uint8)
-        ok = bool((diff > cfg.tau).any()) and bool(sketch.any() or not edge_mask.any())
-        pair = WarpPair(target, x, region, changed, sketch, disp.astype(np.float32), ok, attempt)
-        if ok:
+        warped = target.copy()
+        warped[win] = quantize(warp_image(target, disp, cfg.order)[win])
+        pair = finish_pair(target, warped, region, edge_mask, cfg, win, disp, attempt)
+        if pair.ok:
             break
     return pair
+
+
+def finish_pair(
+    target: np.ndarray,
+    candidate: np.ndarray,
+    region: np.ndarray,
+    edge_mask: np.ndarray,
+    cfg: WarpConfig,
+    win: tuple[slice, slice],
+    displacement: np.ndarray | None = None,
+    tries: int = 1,
+) -> WarpPair:
+    """Steps 4 and 5 of the recipe for any changed copy ``candidate`` of ``target``.
+
+    The changed region ``D`` (pixels that differ by more than ``tau``, plus ``region``,
+    closed), the input ``x`` (``candidate`` inside ``D``, ``target`` bitwise outside) and the
+    partial sketch (the target's edges in and around ``D``). Only the window ``win`` may differ.
+    """
+    h, w = edge_mask.shape
+    side = min(h, w)
+    diff = np.zeros((h, w), dtype=np.float32)
+    diff[win] = np.abs(candidate[win] - target[win]).max(axis=-1)
+    changed = close_holes((diff > cfg.tau) | region, cfg.close_radius * side)
+    x = target.copy()
+    x[win] = np.where(changed[win][..., None], candidate[win], target[win])  # bitwise y outside D
+    sketch = (edge_mask & dilate(changed, round(cfg.sketch_margin * side))).astype(np.uint8)
+    ok = bool((diff > cfg.tau).any()) and bool(sketch.any() or not edge_mask.any())
+    if displacement is None:
+        displacement = np.zeros((h, w, 2), np.float32)
+    return WarpPair(target, x, region, changed, sketch, displacement.astype(np.float32), ok, tries)

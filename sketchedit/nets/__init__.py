@@ -1,4 +1,4 @@
-"""The networks of SketchEdit (method.md section 2) and the discriminator used to train them.
+"""The networks of SketchEdit (docs/method.md section 2) and the discriminator used to train them.
 
 - :class:`MaskEstimator`  image + partial sketch -> soft mask of the region to change
 - :class:`Generator`      coarse + fine generator conditioned on sketch and style vector

@@ -1,4 +1,4 @@
-"""The building blocks shared by the mask estimator and the generator (method.md section 2).
+"""The building blocks shared by the mask estimator and the generator (docs/method.md section 2).
 
 Everything in SketchEdit is built from one layer, the **gated convolution** of DeepFill v2
 [code][lineage]: a ``Conv2d`` whose ``cout`` output channels are split in two halves ``a`` and

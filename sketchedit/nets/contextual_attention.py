@@ -1,6 +1,6 @@
 """Contextual attention: fill the hole with patches borrowed from the known part of the image.
 
-This is the parameter-free layer in the attention branch of the fine generator (method.md
+This is the parameter-free layer in the attention branch of the fine generator (docs/method.md
 section 2, "Contextual attention"). It works on the branch's features ``f`` of shape
 ``(B, C, h, w)`` at 1/4 of the image resolution and is a *self*-attention: the keys, the values
 and the queries are all 4x4 patches of the same map. [code]

@@ -1,4 +1,4 @@
-"""The discriminator D, used only for training (method.md section 2).
+"""The discriminator D, used only for training (docs/method.md section 2).
 
 SketchEdit's discriminator was not released. Its call site in the official code fixes what it
 sees: the fake image composited with the real image outside the mask, conditioned on the

@@ -1,4 +1,4 @@
-"""The generator G: paint the region anew, following the sketch, in the old style (method.md 2).
+"""Generator G: paint the region anew, following the sketch, in the old style (docs/method.md 2).
 
 Two stages, as in DeepFill v2 / CR-Fill, the lineage of the official code [code][lineage]:
 

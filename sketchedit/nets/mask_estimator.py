@@ -1,4 +1,4 @@
-"""The mask estimator M: where does the partial sketch ask the image to change? (method.md 2)
+"""The mask estimator M: where does the partial sketch ask the image to change? (docs/method.md 2)
 
 SketchEdit is *mask-free*: the user only draws strokes. M looks at the image and the sketch and
 predicts a soft mask of the region the strokes imply should change (paper, Fig. 2). It is a
@@ -14,7 +14,7 @@ plain encoder with two decoder heads [code]:
 
 The auxiliary RGB head exists only for training: M has no ground-truth mask and learns from
 ``L1(rgb, target)`` and ``L1(rgb * m + input * (1 - m), target)``, the second of which is lowest
-when ``m`` covers exactly the pixels where input and target differ (method.md section 4).
+when ``m`` covers exactly the pixels where input and target differ (docs/method.md section 4).
 At inference :meth:`MaskEstimator.predict_mask` skips that head (about a third of M's work).
 
 Quirk kept from the official network [code]: the RGB head branches off *before* the last

@@ -19,7 +19,7 @@ Why "structure-agnostic": a global max over positions forgets *where* a feature 
 only *whether* (and how strongly) it fired somewhere. Moving, rotating or shuffling the content of
 the region changes little of that summary, so the vector cannot carry the old shape to the
 generator, only the old appearance; the shape has to come from the sketch. (Training
-reinforces this by punching random holes in the style region, method.md section 4.) The
+reinforces this by punching random holes in the style region, docs/method.md section 4.) The
 released configurations use max pooling; the official code also has an average-pooling option,
 offered here as ``pool="avg"`` for comparison (notebook 03). [code]
 

@@ -1,0 +1,77 @@
+"""Visible-edit pairs: exact outside D, the unchanged input really does not draw the strokes,
+the two kinds do what they say, and the dataset mixes them in deterministically."""
+
+import numpy as np
+import pytest
+
+from sketchedit.data.dataset import SketchEditDataset
+from sketchedit.data.edges import extract_edges
+from sketchedit.data.photos import bundled_photos
+from sketchedit.data.visible import VISIBLE_F1, synthesize_visible_pair
+from sketchedit.data.warp import dilate
+from sketchedit.evaluate import sketch_edge_f1
+
+
+def _edges01(image):
+    return extract_edges(np.clip((image + 1.0) / 2.0, 0.0, 1.0), "canny")
+
+
+@pytest.fixture(scope="module")
+def crops():
+    """Five 64-px targets from bundled photos with their Canny edges."""
+    ds = SketchEditDataset(bundled_photos(), size=64, seed=1)
+    out = []
+    for i in range(5):
+        rng = ds.sample_rng(i)
+        crop, _ = ds._crop(ds.photo_index(i), rng)
+        out.append((np.asarray(crop, np.float32) / 127.5 - 1.0, ds._edges(crop, None)))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["shift", "remove"])
+def test_visible_pairs_are_exact_outside_d_and_not_drawn_by_the_input(crops, kind):
+    rng = np.random.default_rng(0)
+    accepted = 0
+    for target, edges in crops:
+        pair, got, f1 = synthesize_visible_pair(target, edges, rng, _edges01, kind=kind)
+        assert got == kind
+        np.testing.assert_array_equal(pair.input[~pair.changed], target[~pair.changed])
+        assert not (pair.sketch.astype(bool) & ~dilate(pair.changed, 2)).any()
+        if not pair.ok:
+            continue
+        accepted += 1
+        assert f1 < VISIBLE_F1
+        # The evaluation's own metric agrees: the unchanged input scores below 0.5.
+        chw = np.ascontiguousarray(pair.input.transpose(2, 0, 1))
+        assert sketch_edge_f1(chw, pair.sketch, pair.changed) == pytest.approx(f1, abs=1e-6)
+        # ... and the target draws its own strokes.
+        chw_t = np.ascontiguousarray(target.transpose(2, 0, 1))
+        assert sketch_edge_f1(chw_t, pair.sketch, pair.changed) == 1.0
+        if kind == "remove":
+            # The filled region is smoother than the target there.
+            r = pair.region
+            grad_x = np.abs(np.diff(pair.input, axis=1))[r[:, 1:]].mean()
+            grad_y = np.abs(np.diff(target, axis=1))[r[:, 1:]].mean()
+            assert grad_x < grad_y
+    assert accepted >= 3
+
+
+def test_dataset_mixes_visible_pairs_deterministically():
+    photos = bundled_photos()[:6]
+    plain = SketchEditDataset(photos, size=64, seed=2)
+    mixed = SketchEditDataset(photos, size=64, seed=2, visible_fraction=1.0)
+    again = SketchEditDataset(photos, size=64, seed=2, visible_fraction=1.0)
+    scores = {"plain": [], "mixed": []}
+    for i in range(6):
+        a, b = mixed[i], again[i]
+        for key in a:
+            np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
+        for name, s in (("plain", plain[i]), ("mixed", a)):
+            scores[name].append(sketch_edge_f1(s["input"], s["sketch"][0], s["changed"][0]))
+    assert np.mean(scores["mixed"]) < 0.5 < np.mean(scores["plain"])
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
+def test_visible_fraction_is_checked(bad):
+    with pytest.raises(ValueError, match="visible_fraction"):
+        SketchEditDataset(bundled_photos()[:2], size=64, visible_fraction=bad)
