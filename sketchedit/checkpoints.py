@@ -54,7 +54,9 @@ __all__ = [
     "load_official",
     "official_layer_table",
     "read_checkpoint_metadata",
+    "rebuild_network",
     "save_checkpoint",
+    "stored_shapes",
     "to_official",
 ]
 
@@ -198,7 +200,7 @@ def read_checkpoint_metadata(path: str | os.PathLike) -> dict:
     return _read_header(Path(path))
 
 
-def _stored_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+def stored_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Every tensor's shape, read from the safetensors header (no tensor data is loaded)."""
     from safetensors import safe_open
 
@@ -211,11 +213,13 @@ def _stored_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         ) from err
 
 
-def _rebuild(path: Path, name: str, spec, device) -> nn.Module:
+def rebuild_network(path: Path, name: str, spec, device) -> nn.Module:
     """The network ``spec`` (``{"class", "config"}`` from the metadata) describes, on ``device``.
 
     On ``device="meta"`` only the shapes exist: no memory is allocated however large the
-    config, which is how the config is checked against the file before trusting it.
+    config, which is how the config is checked against the file before trusting it. Only the
+    classes of :data:`CHECKPOINT_CLASSES` are built (a name is never looked up elsewhere).
+    Public so that other readers of this format (the trainer's) share the same checks.
     """
     cls = CHECKPOINT_CLASSES.get(spec.get("class") if isinstance(spec, dict) else None)
     if cls is None:
@@ -246,10 +250,11 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, nn
 
     path = Path(path)
     header = _read_header(path)
-    stored = _stored_shapes(path)
+    stored = stored_shapes(path)
     specs = header["networks"]
     for name, spec in specs.items():
-        shapes = {k: v.shape for k, v in _rebuild(path, name, spec, "meta").state_dict().items()}
+        on_meta = rebuild_network(path, name, spec, "meta")
+        shapes = {k: v.shape for k, v in on_meta.state_dict().items()}
         prefix = f"{name}."
         own = {k[len(prefix) :]: v for k, v in stored.items() if k.startswith(prefix)}
         compare_shapes(
@@ -272,7 +277,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, nn
         ) from err
     networks: dict[str, nn.Module] = {}
     for name, spec in specs.items():
-        net = _rebuild(path, name, spec, "cpu")
+        net = rebuild_network(path, name, spec, "cpu")
         prefix = f"{name}."
         own = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         net.load_state_dict(own)
