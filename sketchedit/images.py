@@ -77,7 +77,7 @@ _DEEP_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 # --------------------------------------------------------------------------------------------
 def _range_hint(low: float, high: float) -> str:
     """What a float input outside ``[0, 1]`` looks like, and what to do about it."""
-    if low >= 0 and high <= 255:
+    if low >= 0 and 2 < high <= 255:
         return " (looks like 0..255: divide by 255 or pass a uint8 array)"
     if low >= -1 and high <= 1:
         return " (looks like [-1, 1]: pass (x + 1) / 2)"
@@ -132,6 +132,11 @@ def _deep_pil_values(img: Image.Image, what: str) -> np.ndarray:
     return arr.astype(np.uint16)
 
 
+def _eight_bit(fraction: np.ndarray) -> np.ndarray:
+    """Fraction of full scale in ``[0, 1]`` -> uint8, rounded to the nearest level."""
+    return np.round(fraction.astype(np.float64) * 255.0).astype(np.uint8)
+
+
 # --------------------------------------------------------------------------------------------
 # Photos.
 # --------------------------------------------------------------------------------------------
@@ -144,9 +149,9 @@ def pil_to_rgb(img: Image.Image, what: str = "image") -> Image.Image:
     img = ImageOps.exif_transpose(img)
     if img.mode in _DEEP_MODES:
         values = _deep_pil_values(img, what)
-        full = 1.0 if values.dtype == np.float32 else 65535.0
-        grey = np.round(values.astype(np.float64) / full * 255.0).astype(np.uint8)
-        img = Image.fromarray(grey, mode="L")
+        if values.dtype == np.uint16:
+            values = _integer_fraction(values, what, binary_if_max_1=False)
+        img = Image.fromarray(_eight_bit(values), mode="L")
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in _ALPHA_MODES:
@@ -172,10 +177,9 @@ def array_to_pil(arr: np.ndarray, what: str = "image array") -> Image.Image:
     if arr.dtype == np.bool_:
         arr = arr.astype(np.uint8) * 255
     elif np.issubdtype(arr.dtype, np.floating):
-        arr = np.round(check_unit_range(arr, what) * 255.0).astype(np.uint8)
+        arr = _eight_bit(check_unit_range(arr, what))
     elif np.issubdtype(arr.dtype, np.integer) and arr.dtype != np.uint8:
-        fraction = _integer_fraction(arr, what, binary_if_max_1=False)
-        arr = np.round(fraction.astype(np.float64) * 255.0).astype(np.uint8)
+        arr = _eight_bit(_integer_fraction(arr, what, binary_if_max_1=False))
     elif arr.dtype != np.uint8:
         raise TypeError(f"{what}: unsupported dtype {arr.dtype}")
     return Image.fromarray(arr)
