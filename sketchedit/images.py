@@ -171,8 +171,10 @@ def array_to_pil(arr: np.ndarray, what: str = "image array") -> Image.Image:
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        chw = arr.ndim == 3 and arr.shape[0] in (1, 3, 4)
         raise ValueError(
             f"expected an image array of shape (H, W), (H, W, 3) or (H, W, 4), got {arr.shape}"
+            + (" (numpy images are HWC: pass arr.transpose(1, 2, 0))" if chw else "")
         )
     if arr.dtype == np.bool_:
         arr = arr.astype(np.uint8) * 255

@@ -179,6 +179,9 @@ IMAGE_ROWS = [
     # today: clipped to 255
     ("int64 array above 255", lambda c: load_rgb(full(300, np.int64)),
      Raises(ValueError, r"int64 values must lie in 0\.\.255.*uint16")),
+    # today: the same error without the hint
+    ("float CHW array", lambda c: load_rgb(full(0.5, np.float32, (3, H, W))),
+     Raises(ValueError, r"HWC: pass arr\.transpose\(1, 2, 0\)")),
     ("array with 5 channels", lambda c: load_rgb(full(0, np.uint8, (H, W, 5))),
      Raises(ValueError, "shape")),
     # Photos: tensors are the package's [-1, 1] CHW.
