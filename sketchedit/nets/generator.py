@@ -34,7 +34,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import sketchedit.nets.official as official
 from sketchedit.nets.blocks import (
     Decoder,
     check_cnum,
@@ -44,6 +43,7 @@ from sketchedit.nets.blocks import (
     init_weights,
 )
 from sketchedit.nets.contextual_attention import ContextualAttention
+from sketchedit.nets.official import OfficialLayout
 from sketchedit.nets.style_encoder import POOLINGS, StyleEncoder
 
 __all__ = ["AttentionBranch", "Generator", "MIN_SIDE"]
@@ -90,7 +90,7 @@ class AttentionBranch(nn.Module):
         return self.post(self.attention(self.features(x), hole))
 
 
-class Generator(nn.Module):
+class Generator(OfficialLayout, nn.Module):
     """Coarse-to-fine generator conditioned on the partial sketch and the style vector.
 
     Args:
@@ -204,17 +204,3 @@ class Generator(nn.Module):
         coarse = self.coarse(image, sketch, mask, style)
         fine = self.refine(self.composite(coarse, image, mask), mask)
         return coarse, fine
-
-    # --- official checkpoints (the mapping table lives in sketchedit/nets/official.py) --------
-    @classmethod
-    def from_official(cls, state_dict) -> Generator:
-        """Build from an official ``latest_net_G.pth`` state dict.
-
-        Read the file with :func:`sketchedit.checkpoints.load_official` (the networks know no
-        file format).
-        """
-        return official.from_official(cls, state_dict)
-
-    def to_official(self) -> dict[str, torch.Tensor]:
-        """This network's weights under the official tensor names (``conv1.weight`` ...)."""
-        return official.to_official(self)

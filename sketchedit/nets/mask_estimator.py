@@ -26,7 +26,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-import sketchedit.nets.official as official
 from sketchedit.nets.blocks import (
     Decoder,
     check_cnum,
@@ -34,11 +33,12 @@ from sketchedit.nets.blocks import (
     dilated_trunk,
     init_weights,
 )
+from sketchedit.nets.official import OfficialLayout
 
 __all__ = ["MaskEstimator"]
 
 
-class MaskEstimator(nn.Module):
+class MaskEstimator(OfficialLayout, nn.Module):
     """Predict the soft edit mask from an image and a partial sketch.
 
     Args:
@@ -95,17 +95,3 @@ class MaskEstimator(nn.Module):
         self._check(image, sketch)
         _, rate16 = self.encode(image, sketch)
         return self.mask_head(rate16)
-
-    # --- official checkpoints (the mapping table lives in sketchedit/nets/official.py) --------
-    @classmethod
-    def from_official(cls, state_dict) -> MaskEstimator:
-        """Build from an official ``latest_net_M.pth`` state dict.
-
-        Read the file with :func:`sketchedit.checkpoints.load_official` (the networks know no
-        file format).
-        """
-        return official.from_official(cls, state_dict)
-
-    def to_official(self) -> dict[str, torch.Tensor]:
-        """This network's weights under the official tensor names (``conv1.weight`` ...)."""
-        return official.to_official(self)

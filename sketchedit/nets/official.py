@@ -11,8 +11,9 @@ keyed by class *name*), so the networks can use it without an import cycle. Read
 ``.pth`` file is :func:`sketchedit.checkpoints.load_official`.
 
 - :func:`from_official` / :func:`to_official` convert a state dict (also as
-  ``MaskEstimator.from_official(state_dict)`` and ``net.to_official()``); a missing, unexpected
-  or mis-shaped tensor is a :class:`CheckpointError` naming it.
+  ``MaskEstimator.from_official(state_dict)`` and ``net.to_official()``, the methods of the
+  :class:`OfficialLayout` mixin); a missing, unexpected or mis-shaped tensor is a
+  :class:`CheckpointError` naming it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "MASK_ESTIMATOR_LAYERS",
     "OFFICIAL_TABLES",
     "CheckpointError",
+    "OfficialLayout",
     "compare_shapes",
     "from_official",
     "official_layer_table",
@@ -264,3 +266,21 @@ def to_official(net: nn.Module) -> dict[str, torch.Tensor]:
     table = tensor_table(net)
     ours = net.state_dict()
     return {official: ours[our_key].detach().cpu().clone() for official, our_key in table.items()}
+
+
+class OfficialLayout:
+    """Mixin of :class:`~sketchedit.nets.MaskEstimator` and :class:`~sketchedit.nets.Generator`:
+    conversion from and to the official tensor names (their tables are above)."""
+
+    @classmethod
+    def from_official(cls, state_dict: Mapping[str, torch.Tensor]):
+        """Build from an official state dict (``latest_net_M.pth`` / ``latest_net_G.pth``).
+
+        Read the file with :func:`sketchedit.checkpoints.load_official` (the networks know no
+        file format).
+        """
+        return from_official(cls, state_dict)
+
+    def to_official(self) -> dict[str, torch.Tensor]:
+        """This network's weights under the official tensor names (``conv1.weight`` ...)."""
+        return to_official(self)
