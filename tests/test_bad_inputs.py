@@ -334,6 +334,7 @@ EDITOR_ROWS = [
     ("NaN mask-estimator weights",
      lambda c: nan_checkpoint(c, "mask_estimator").edit(photo(), line_sketch()),
      Raises(RuntimeError, r"mask estimator produced NaN.*nan-mask_estimator\.safetensors")),
+    # today: a NaN mask preview
     ("NaN mask-estimator weights, preview",
      lambda c: nan_checkpoint(c, "mask_estimator").predict_mask(photo(), line_sketch()),
      Raises(RuntimeError, r"mask estimator produced NaN.*nan-mask_estimator\.safetensors")),
