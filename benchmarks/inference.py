@@ -63,7 +63,7 @@ def _build_networks(checkpoint: str | None, seed: int = 0):
     from sketchedit.nets import Generator, MaskEstimator
 
     if checkpoint:
-        from sketchedit.weights import load_checkpoint
+        from sketchedit.checkpoints import load_checkpoint
 
         nets = load_checkpoint(checkpoint)
         return nets["mask_estimator"].eval(), nets["generator"].eval()
@@ -228,8 +228,10 @@ def main(argv=None):
 
     import torch
 
+    from sketchedit.nets.blocks import cpu_low_precision_is_fast
+
     if args.modes is None:
-        native_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        native_bf16 = cpu_low_precision_is_fast(torch.bfloat16)
         args.modes = [m for m in MODES if m != "bf16" or native_bf16]
         if not native_bf16:
             print("bf16 skipped: this CPU has no native bfloat16 (pass --modes ... bf16 to force)")

@@ -27,7 +27,7 @@ import time
 import torch
 
 from sketchedit import objective as O
-from sketchedit.nets.vgg import cpu_low_precision_is_fast
+from sketchedit.nets.blocks import cpu_low_precision_is_fast
 from sketchedit.presets import get_config
 
 

@@ -11,7 +11,8 @@ Modules, one idea each (see README.md for the map to the paper):
 - :mod:`sketchedit.data`     photo sources, edges, random masks, warp pairs, Dataset
 - :mod:`sketchedit.nets`     mask estimator, generator, style encoder, contextual attention,
   discriminator
-- :mod:`sketchedit.weights`  official-checkpoint mapping and our own checkpoint format
+- :mod:`sketchedit.checkpoints` our checkpoint file format; reading official ``.pth`` files
+  (their tensor names are mapped in :mod:`sketchedit.nets.official`)
 - :mod:`sketchedit.losses`   hinge GAN, L1, mask-estimator and VGG-19 perceptual losses
 - :mod:`sketchedit.inference` run both networks on an image of any size
 
@@ -28,7 +29,7 @@ _LAZY = {
     "MaskEstimator": "sketchedit.nets",
     "Generator": "sketchedit.nets",
     "Discriminator": "sketchedit.nets",
-    "edit_image": "sketchedit.inference",
+    "run_sketchedit": "sketchedit.inference",
     "SketchEditor": "sketchedit.editor",
     "EditResult": "sketchedit.editor",
     "EditSession": "sketchedit.editor",

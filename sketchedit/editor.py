@@ -13,30 +13,23 @@ tensors, files; any size, greyscale or RGBA) and adds what the official code lac
 
 Conventions
 -----------
-Image
-    PIL image, numpy array (see :func:`sketchedit.images.load_rgb`), a path, or a tensor
-    ``(3, H, W)`` / ``(1, 3, H, W)`` in ``[-1, 1]``. Any size; greyscale, RGBA, palette... all
-    become RGB through the package's one loader.
-Sketch (1 = stroke)
-    The rule is "ink is non-zero on a zero background":
+Image, sketch (1 = stroke) and mask (1 = the region the generator may change) are read by
+:mod:`sketchedit.images`, whose module docstring states the one convention per input type:
+:func:`~sketchedit.images.load_rgb` (photos: paths, PIL, HWC arrays in their dtype's range,
+``[-1, 1]`` CHW tensors), :func:`~sketchedit.images.as_sketch` (a stroke is a value above half
+of its type's full scale: float ``> 0.5``, uint8 ``>= 128``, alpha ``>= 128``; ``{0, 1}``
+integer sketches work too) and :func:`~sketchedit.images.as_mask` (the same reading, soft values
+kept; RGBA masks are read from their alpha channel).
 
-    - bool arrays/tensors: ``True`` = stroke;
-    - float arrays/tensors: values must lie in ``[0, 1]``; ``> 0.5`` = stroke;
-    - integer arrays (uint8 ...): non-zero = stroke (so ``{0, 1}`` and ``{0, 255}`` both work);
-    - PIL images: modes "1", "L", "P", "RGB" -> greyscale, non-zero = stroke; modes with
-      alpha ("RGBA", "LA", "PA") -> the alpha channel, non-zero = stroke (a transparent
-      layer with the strokes drawn on it).
-
-    A sketch drawn as dark lines on white would mark almost every pixel as stroke; rather
-    than guessing, :meth:`SketchEditor.edit` raises a ValueError when more than
-    :data:`MAX_STROKE_FRACTION` of the pixels are strokes and tells you to invert it.
-Mask (1 = the region the generator may change)
-    bool -> {0, 1}; floats in ``[0, 1]`` are kept soft; integer arrays and PIL images are
-    divided by 255 unless their maximum is 1 (so ``{0, 1}`` and ``{0, 255}`` both work).
+A sketch drawn as dark lines on white would mark almost every pixel as stroke; rather than
+guessing, :meth:`SketchEditor.edit` raises a ValueError when more than
+:data:`MAX_STROKE_FRACTION` of the pixels are strokes and tells you to invert it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -47,7 +40,16 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from sketchedit.images import load_rgb, to_pil, to_tensor
+from sketchedit.images import (
+    ArrayLike,
+    as_mask,
+    as_sketch,
+    check_size,
+    load_rgb,
+    mask_to_numpy,
+    to_pil,
+    to_tensor,
+)
 from sketchedit.inference import predict_soft_mask, resize_sketch, run_sketchedit
 from sketchedit.roi import MULTIPLE, Region, choose_strategy, plan_regions
 
@@ -71,94 +73,12 @@ FULL_WARN_PIXELS = 2_000_000
 #: [ours] A few pixels: the mask is rarely non-zero there at all.
 TAPER = 4
 
-ArrayLike = np.ndarray | torch.Tensor | Image.Image
-
 
 # --------------------------------------------------------------------------------------------
-# Input conversion: everything becomes PIL RGB (images) or float32 (H, W) arrays (masks).
+# Input conversion lives in sketchedit.images; these are its names as the editor's API uses them.
 # --------------------------------------------------------------------------------------------
 #: Any supported image -> 8-bit RGB PIL image: the package's one image loader.
 as_rgb = load_rgb
-
-
-def _to_2d_array(x: ArrayLike, what: str) -> np.ndarray:
-    """Tensor/array of shape (H, W), (H, W, 1), (1, H, W) or (1, 1, H, W) -> (H, W) array."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    if not isinstance(x, np.ndarray):
-        raise TypeError(
-            f"{what} must be a PIL image, a numpy array or a tensor, got {type(x).__name__}"
-        )
-    arr = x
-    while arr.ndim > 2 and arr.shape[0] == 1:  # (1, H, W), (1, 1, H, W)
-        arr = arr[0]
-    if arr.ndim == 3 and arr.shape[2] == 1:  # (H, W, 1)
-        arr = arr[:, :, 0]
-    if arr.ndim != 2:
-        raise ValueError(
-            f"{what} must be single-channel: (H, W), (H, W, 1), (1, H, W) or (1, 1, H, W); "
-            f"got shape {x.shape} (pass an RGB/RGBA drawing as a PIL image instead)"
-        )
-    return arr
-
-
-def as_sketch(sketch: ArrayLike) -> np.ndarray:
-    """Any supported sketch (see module docstring) -> ``(H, W)`` float32 array in ``{0, 1}``."""
-    if isinstance(sketch, Image.Image):
-        if sketch.mode in ("RGBA", "LA", "PA"):
-            arr = np.asarray(sketch.convert("RGBA"))[:, :, 3]
-        else:
-            arr = np.asarray(sketch.convert("L"))
-        return (arr > 0).astype(np.float32)
-    arr = _to_2d_array(sketch, "sketch")
-    if arr.dtype == np.bool_:
-        return arr.astype(np.float32)
-    if np.issubdtype(arr.dtype, np.floating):
-        if not np.isfinite(arr).all():
-            raise ValueError("sketch contains NaN or infinite values")
-        if arr.size and (arr.min() < 0.0 or arr.max() > 1.0):
-            raise ValueError(
-                f"a float sketch must lie in [0, 1] (1 = stroke), got values in "
-                f"[{arr.min():.3g}, {arr.max():.3g}]"
-            )
-        return (arr > 0.5).astype(np.float32)
-    if np.issubdtype(arr.dtype, np.integer):
-        return (arr != 0).astype(np.float32)
-    raise TypeError(f"unsupported sketch dtype {arr.dtype}")
-
-
-def as_mask(mask: ArrayLike, what: str = "mask") -> np.ndarray:
-    """Any supported mask (see module docstring) -> ``(H, W)`` float32 array in ``[0, 1]``."""
-    if isinstance(mask, Image.Image):
-        mask = np.asarray(mask.convert("L"))
-    arr = _to_2d_array(mask, what)
-    if arr.dtype == np.bool_:
-        return arr.astype(np.float32)
-    if np.issubdtype(arr.dtype, np.floating):
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{what} contains NaN or infinite values")
-        if arr.size and (arr.min() < 0.0 or arr.max() > 1.0):
-            raise ValueError(
-                f"a float {what} must lie in [0, 1], "
-                f"got values in [{arr.min():.3g}, {arr.max():.3g}]"
-            )
-        return arr.astype(np.float32)
-    if np.issubdtype(arr.dtype, np.integer):
-        if arr.size and arr.min() < 0:
-            raise ValueError(f"an integer {what} must be non-negative")
-        top = 1.0 if arr.max(initial=0) <= 1 else 255.0
-        return np.clip(arr.astype(np.float32) / top, 0.0, 1.0)
-    raise TypeError(f"unsupported {what} dtype {arr.dtype}")
-
-
-def _check_size(name: str, arr: np.ndarray, image: Image.Image) -> None:
-    """Raise a ValueError naming both sizes when ``arr`` does not match ``image``."""
-    h, w = arr.shape
-    if (w, h) != image.size:
-        raise ValueError(
-            f"{name} size {w}x{h} (W x H) does not match the image size "
-            f"{image.size[0]}x{image.size[1]} (W x H)"
-        )
 
 
 @dataclass(frozen=True)
@@ -179,21 +99,21 @@ class MaskRevision:
         used = predicted.astype(np.float32)
         if self.add is not None:
             add = as_mask(self.add, "MaskRevision.add")
-            _check_shape("MaskRevision.add", add, used)
+            check_size("MaskRevision.add", add, used)
             used = np.clip(used + add, 0.0, 1.0)
         if self.erase is not None:
             erase = as_mask(self.erase, "MaskRevision.erase")
-            _check_shape("MaskRevision.erase", erase, used)
+            check_size("MaskRevision.erase", erase, used)
             used = used * (1.0 - erase)
         return used.astype(np.float32)
 
 
-def _check_shape(name: str, arr: np.ndarray, ref: np.ndarray) -> None:
-    if arr.shape != ref.shape:
-        raise ValueError(
-            f"{name} size {arr.shape[1]}x{arr.shape[0]} (W x H) does not match the image size "
-            f"{ref.shape[1]}x{ref.shape[0]} (W x H)"
-        )
+def check_feather(feather: float) -> None:
+    """``feather`` must be a finite number of px >= 0 (inf overflowed scipy, NaN was ignored)."""
+    if not isinstance(feather, (int, float, np.integer, np.floating)) or isinstance(feather, bool):
+        raise TypeError(f"feather must be a number of px, got {type(feather).__name__}")
+    if not math.isfinite(feather) or feather < 0:
+        raise ValueError(f"feather must be a finite number of px >= 0, got {feather}")
 
 
 def feather_mask(mask: np.ndarray, feather: float) -> np.ndarray:
@@ -204,8 +124,7 @@ def feather_mask(mask: np.ndarray, feather: float) -> np.ndarray:
     outwards, so the generated content inside the mask is kept whole and the transition to the
     untouched photo becomes gradual. ``feather=0`` returns the mask unchanged.
     """
-    if feather < 0:
-        raise ValueError(f"feather must be >= 0 px, got {feather}")
+    check_feather(feather)
     if feather == 0:
         return mask
     from scipy.ndimage import gaussian_filter
@@ -330,6 +249,15 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def weights_source(mask_estimator: torch.nn.Module, generator: torch.nn.Module) -> str:
+    """Where the two networks' weights came from, for messages: their ``source`` attributes
+    (set by :func:`sketchedit.checkpoints.load_checkpoint` and the editor's constructors)."""
+    sources = [getattr(net, "source", None) for net in (mask_estimator, generator)]
+    if sources[0] == sources[1]:
+        return sources[0] or "networks passed to SketchEditor (unknown source)"
+    return f"mask estimator: {sources[0] or 'unknown'}; generator: {sources[1] or 'unknown'}"
+
+
 def checkpoint_working_size(metadata: dict) -> int | None:
     """The training resolution a checkpoint of ours records, or None when it records none.
 
@@ -397,6 +325,7 @@ class SketchEditor:
         self.bf16 = bf16
         self.mask_estimator = mask_estimator.to(self.device).eval()
         self.generator = generator.to(self.device).eval()
+        self.source = weights_source(self.mask_estimator, self.generator)
 
     def __repr__(self) -> str:
         return (
@@ -411,7 +340,7 @@ class SketchEditor:
         """Load a checkpoint in this project's format (default: the bundled starter model).
 
         The file holds the networks "mask_estimator" and "generator" written by
-        :func:`sketchedit.weights.save_checkpoint`; its recorded training resolution becomes
+        :func:`sketchedit.checkpoints.save_checkpoint`; its recorded training resolution becomes
         the editor's ``working_size`` (:data:`DEFAULT_WORKING_SIZE` if it records none).
         """
         path = Path(path) if path is not None else STARTER_CHECKPOINT
@@ -422,7 +351,7 @@ class SketchEditor:
                 "or use SketchEditor.from_official(...) for the official weights."
             )
             raise FileNotFoundError(f"no checkpoint file at {path}.{hint}")
-        from sketchedit.weights import load_checkpoint, read_checkpoint_metadata
+        from sketchedit.checkpoints import load_checkpoint, read_checkpoint_metadata
 
         networks = load_checkpoint(path, map_location="cpu")
         missing = [k for k in ("mask_estimator", "generator") if k not in networks]
@@ -451,6 +380,8 @@ class SketchEditor:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             nets = MaskEstimator(cnum=cnum), Generator(cnum=cnum)
+        for net in nets:
+            net.source = f"random init (cnum={cnum}, seed={seed})"
         return cls(*nets, device=device, working_size=working_size)
 
     @classmethod
@@ -465,14 +396,15 @@ class SketchEditor:
         Both official models were trained on 256 px images (paper, section 4), so the editor's
         working size is 256.
         """
+        from sketchedit.checkpoints import load_official
         from sketchedit.nets import Generator, MaskEstimator
-        from sketchedit.weights import load_official
 
         for p in (mask_estimator_path, generator_path):
             if not Path(p).is_file():
                 raise FileNotFoundError(f"no official checkpoint file at {p}")
         mask_estimator = MaskEstimator.from_official(load_official(mask_estimator_path))
         generator = Generator.from_official(load_official(generator_path))
+        mask_estimator.source, generator.source = str(mask_estimator_path), str(generator_path)
         return cls(mask_estimator, generator, device=device, working_size=OFFICIAL_WORKING_SIZE)
 
     # ---- editing -------------------------------------------------------------------------
@@ -524,7 +456,7 @@ class SketchEditor:
         """
         image = as_rgb(image)
         sketch = as_sketch(sketch)
-        _check_size("sketch", sketch, image)
+        check_size("sketch", sketch, image)
         _check_size_mode(size_mode)
         mask = np.zeros_like(sketch)
         if not sketch.any():
@@ -534,7 +466,7 @@ class SketchEditor:
             x, c = self._to_work(image, sketch, region)
             with torch.inference_mode():
                 m = predict_soft_mask(self.mask_estimator, x, c, size_mode=size_mode)
-            mask[region.box.slices] = _mask_to_numpy(self._to_box(m, region))
+            mask[region.box.slices] = mask_to_numpy(self._to_box(m, region))
         return mask
 
     def edit(
@@ -570,16 +502,15 @@ class SketchEditor:
         """
         image = as_rgb(image)
         sketch = as_sketch(sketch)
-        _check_size("sketch", sketch, image)
+        check_size("sketch", sketch, image)
         _check_size_mode(size_mode)
-        if feather < 0:
-            raise ValueError(f"feather must be >= 0 px, got {feather}")
+        check_feather(feather)
         user_mask = revision = None
         if isinstance(mask, MaskRevision):
             revision = mask
         elif mask is not None:
             user_mask = as_mask(mask)
-            _check_size("mask", user_mask, image)
+            check_size("mask", user_mask, image)
         settings = {
             "feather": feather,
             "size_mode": size_mode,
@@ -664,12 +595,12 @@ class SketchEditor:
             if user_mask is None and revision is None:
                 # The paper's mask-free path: run_sketchedit predicts the mask itself.
                 out = run_sketchedit(self.mask_estimator, self.generator, x, c, **options)
-                soft = used = _mask_to_numpy(self._to_box(out.soft_mask, region))
+                soft = used = mask_to_numpy(self._to_box(out.soft_mask, region))
             else:
                 # Revision or user mask: the prediction is still reported (a revision starts
                 # from it); the generator then gets the user's mask instead.
                 predicted = predict_soft_mask(self.mask_estimator, x, c, size_mode=size_mode)
-                soft = _mask_to_numpy(self._to_box(predicted, region))
+                soft = mask_to_numpy(self._to_box(predicted, region))
                 if revision is not None:
                     used = _crop_revision(revision, box).apply(soft)
                 else:
@@ -681,7 +612,7 @@ class SketchEditor:
         return {
             "soft": soft,
             "used": used,
-            "hard": _mask_to_numpy(self._to_box(out.used_mask, region, mode="nearest")),
+            "hard": mask_to_numpy(self._to_box(out.hard_mask, region, mode="nearest")),
             "fine": self._to_box(out.fine, region)[0].clamp(-1, 1),
             "coarse": self._to_box(out.coarse, region)[0].clamp(-1, 1),
         }
@@ -701,7 +632,7 @@ def _revision_add(revision: MaskRevision | None, shape: tuple[int, int]) -> np.n
     if revision is None or revision.add is None:
         return None
     add = as_mask(revision.add, "MaskRevision.add")
-    _check_shape("MaskRevision.add", add, np.zeros(shape, np.float32))
+    check_size("MaskRevision.add", add, np.zeros(shape, np.float32))
     return add
 
 
@@ -751,11 +682,6 @@ def _describe_mask(mask) -> str:
     return "user"
 
 
-def _mask_to_numpy(m: torch.Tensor) -> np.ndarray:
-    """(1, 1, H, W) tensor -> (H, W) float32 array in [0, 1]."""
-    return m[0, 0].detach().float().cpu().numpy().clip(0.0, 1.0).astype(np.float32)
-
-
 def blend(image: Image.Image, fine: torch.Tensor, mask: np.ndarray) -> Image.Image:
     """``fine * m + image * (1 - m)`` with the soft mask (docs/method.md section 3), as PIL RGB.
 
@@ -787,9 +713,10 @@ class EditSession:
     >>> session.edit(sketch1); session.edit(sketch2)  # doctest: +SKIP
     >>> session.undo(); session.current               # doctest: +SKIP
 
-    ``history`` is the list of applied :class:`EditResult` (oldest first); ``current`` is the
-    photo after the last one (the original when there is none). A new edit clears the redo
-    stack. An edit with an empty sketch changes nothing and is not recorded.
+    ``history`` is the list of applied :class:`EditResult` (oldest first; the session's own
+    records, not to be modified); ``current`` is a copy of the photo after the last one (the
+    original when there is none). A new edit clears the redo stack. An edit with an empty
+    sketch changes nothing and is not recorded.
     """
 
     def __init__(
@@ -815,8 +742,8 @@ class EditSession:
 
     @property
     def current(self) -> Image.Image:
-        """The photo as it is now."""
-        return self._done[-1].image if self._done else self.original
+        """The photo as it is now: a fresh copy, so drawing on it cannot change the history."""
+        return (self._done[-1].image if self._done else self.original).copy()
 
     @property
     def last_result(self) -> EditResult | None:
@@ -837,8 +764,13 @@ class EditSession:
         return bool(self._undone)
 
     def _push(self, result: EditResult) -> EditResult:
+        """Record ``result``; the history keeps its own copy of the photos, so the caller may
+        draw on the returned result's images without changing what undo/redo give back."""
         if result.ran_model:
-            self._done.append(result)
+            kept = dataclasses.replace(
+                result, image=result.image.copy(), input_image=result.input_image.copy()
+            )
+            self._done.append(kept)
             self._undone.clear()
         return result
 

@@ -39,17 +39,20 @@ import dataclasses
 import warnings
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sketchedit.nets.blocks import check_image_batch, subpixel_upsampling
+from sketchedit.nets.blocks import (
+    NonFiniteError,
+    check_image_batch,
+    cpu_low_precision_is_fast,
+    subpixel_upsampling,
+)
 from sketchedit.nets.generator import MIN_SIDE, Generator
 from sketchedit.nets.mask_estimator import MaskEstimator
 
 __all__ = [
     "InferenceOutput",
-    "edit_image",
     "predict_soft_mask",
     "resize_sketch",
     "run_sketchedit",
@@ -67,14 +70,15 @@ class InferenceOutput:
     Attributes:
         output: ``(B, 3, H, W)`` in [-1, 1], the edited image ``fine * m + image * (1 - m)``.
         soft_mask: ``(B, 1, H, W)`` in [0, 1], ``m``: the predicted (or the given) soft mask.
-        used_mask: ``(B, 1, H, W)`` in {0, 1}, the hard mask ``m > 0.5`` the generator got.
+        hard_mask: ``(B, 1, H, W)`` in {0, 1}, the hard mask ``m > 0.5`` the generator got
+            (``EditResult.used_mask`` is the *soft* mask the editor blended with).
         coarse: ``(B, 3, H, W)``, the generator's coarse stage.
         fine: ``(B, 3, H, W)``, the generator's fine stage (before the soft blend).
     """
 
     output: torch.Tensor
     soft_mask: torch.Tensor
-    used_mask: torch.Tensor
+    hard_mask: torch.Tensor
     coarse: torch.Tensor
     fine: torch.Tensor
 
@@ -147,6 +151,27 @@ def _check_inputs(image, sketch, mask):
         check("mask", mask, 1)
 
 
+def check_finite_output(network: str, net: torch.nn.Module, **outputs: torch.Tensor) -> None:
+    """Raise RuntimeError naming ``network`` (and its weights' source) on NaN/inf outputs.
+
+    [ours] Checked once per edit, on the outputs only: finite inputs (checked before the run)
+    and non-finite outputs mean the weights are at fault, e.g. a corrupt or diverged checkpoint.
+    Without this, NaN became an all-black picture behind a numpy cast warning.
+    """
+    bad = [name for name, t in outputs.items() if not torch.isfinite(t).all()]
+    if bad:
+        raise _non_finite(network, net, f"NaN or infinite values in {', '.join(bad)}")
+
+
+def _non_finite(network: str, net: torch.nn.Module, what: str) -> RuntimeError:
+    source = getattr(net, "source", None)
+    origin = f" (weights from {source})" if source else ""
+    return RuntimeError(
+        f"the {network} produced {what}{origin}: its weights are probably corrupt or "
+        f"diverged; check or replace that checkpoint"
+    )
+
+
 @contextlib.contextmanager
 def _flushing_denormals(enabled: bool):
     """Flush denormal floats to zero inside the block (restored afterwards)."""
@@ -187,6 +212,7 @@ def predict_soft_mask(
         else:
             m = mask_estimator.predict_mask(_resize_image(image, size), resize_sketch(sketch, size))
             m = _resize_image(m, (height, width))
+    check_finite_output("mask estimator", mask_estimator, soft_mask=m)
     return m.float().clamp(0, 1)
 
 
@@ -250,7 +276,7 @@ def run_sketchedit(
     if channels_last:
         work_image = work_image.contiguous(memory_format=torch.channels_last)
         work_sketch = work_sketch.contiguous(memory_format=torch.channels_last)
-    if bf16 and image.device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if bf16 and image.device.type == "cpu" and not cpu_low_precision_is_fast(torch.bfloat16):
         warnings.warn(
             "bf16=True on a CPU without native bfloat16 support: the convolutions fall back to "
             "a slow reference path (about 100x slower than float32 measured on an AVX2 CPU)",
@@ -265,68 +291,23 @@ def run_sketchedit(
     with _flushing_denormals(flush_denormal), autocast, subpixel_upsampling(subpixel):
         if mask is None:
             work_soft = mask_estimator.predict_mask(work_image, work_sketch).float()
+            check_finite_output("mask estimator", mask_estimator, soft_mask=work_soft)
         else:
             work_soft = to_work_mask(mask)
             if channels_last:
                 work_soft = work_soft.contiguous(memory_format=torch.channels_last)
         work_hard = (work_soft > 0.5).to(work_image.dtype)
-        coarse, fine = generator(work_image, work_sketch, work_hard, work_hard)
+        try:
+            coarse, fine = generator(work_image, work_sketch, work_hard, work_hard)
+        except NonFiniteError as err:  # the inputs are finite (checked): the weights are not
+            inside = f"NaN or infinite values inside ({err})"
+            raise _non_finite("generator", generator, inside) from err
+        check_finite_output("generator", generator, coarse=coarse, fine=fine)
 
     soft = mask.clamp(0, 1) if mask is not None else back(work_soft).clamp(0, 1)
     fine = back(fine.float()).contiguous()
     coarse = back(coarse.float()).contiguous()
-    used = back_hard(work_hard.float()).contiguous()
+    hard = back_hard(work_hard.float()).contiguous()
     soft = soft.contiguous()
     output = fine * soft + image * (1 - soft)  # the soft blend, at the input's resolution
-    return InferenceOutput(output=output, soft_mask=soft, used_mask=used, coarse=coarse, fine=fine)
-
-
-def edit_image(
-    mask_estimator: MaskEstimator | None,
-    generator: Generator,
-    image,
-    sketch,
-    *,
-    mask=None,
-    size_mode: Literal["pad", "resize"] = "pad",
-    **kwargs,
-):
-    """Convenience wrapper on PIL images / arrays: returns ``(edited PIL image, soft mask array)``.
-
-    ``image``: anything :func:`sketchedit.images.load_rgb` reads. ``sketch`` (and ``mask``): an
-    ``(H, W)`` array (or PIL "L" image) where non-zero = stroke (mask: values in [0, 1], or
-    0..255 for uint8). Runs on the networks' device; extra keywords go to
-    :func:`run_sketchedit`.
-    """
-    from sketchedit.images import load_rgb, to_pil, to_tensor
-
-    device = next(generator.parameters()).device
-    rgb = load_rgb(image)
-    img = to_tensor(rgb)[None].to(device)
-
-    def plane(x, name, binary):
-        arr = np.asarray(x)
-        if arr.ndim == 3 and arr.shape[2] in (1, 3, 4):
-            arr = arr[..., 0]
-        if arr.shape != (rgb.height, rgb.width):
-            raise ValueError(
-                f"{name} is {arr.shape} but the image is {(rgb.height, rgb.width)} (H, W)"
-            )
-        if binary:
-            arr = (arr > 0).astype(np.float32)
-        elif arr.dtype == np.uint8:
-            arr = arr.astype(np.float32) / 255.0
-        else:
-            arr = arr.astype(np.float32)
-        return torch.from_numpy(np.ascontiguousarray(arr))[None, None].to(device)
-
-    result = run_sketchedit(
-        mask_estimator,
-        generator,
-        img,
-        plane(sketch, "sketch", True),
-        mask=None if mask is None else plane(mask, "mask", False),
-        size_mode=size_mode,
-        **kwargs,
-    )
-    return to_pil(result.output[0]), result.soft_mask[0, 0].cpu().numpy()
+    return InferenceOutput(output=output, soft_mask=soft, hard_mask=hard, coarse=coarse, fine=fine)

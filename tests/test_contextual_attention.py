@@ -1,4 +1,4 @@
-"""Contextual attention against a literal, loop-by-loop reading of docs/method.md section 2."""
+"""Contextual attention against a literal, loop-by-loop reading of docs/method.md 2, steps 1-6."""
 
 import importlib
 

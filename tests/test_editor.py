@@ -227,7 +227,7 @@ def test_session_undo_redo_and_revise(editor, photo, sketch):
     session = EditSession(editor, photo)
     assert not session.can_undo and not session.can_redo
     first = session.edit(sketch)
-    assert session.current is first.image
+    assert session.current == first.image  # same pixels (a copy: see the next test)
     second_sketch = np.zeros((H, W), np.float32)
     second_sketch[20, 5:30] = 1
     second = session.edit(second_sketch)
@@ -235,8 +235,8 @@ def test_session_undo_redo_and_revise(editor, photo, sketch):
     assert second.input_image.tobytes() == first.image.tobytes()
     assert len(session.history) == 2
 
-    assert session.undo() is first.image and session.can_redo
-    assert session.redo() is second.image and not session.can_redo
+    assert session.undo() == first.image and session.can_redo
+    assert session.redo() == second.image and not session.can_redo
     session.undo()
     # A new edit clears the redo stack; an empty edit is not recorded.
     third = session.edit(second_sketch, mask=np.ones((H, W)))
@@ -251,14 +251,31 @@ def test_session_undo_redo_and_revise(editor, photo, sketch):
     assert revised.input_image.tobytes() == third.input_image.tobytes()
     np.testing.assert_array_equal(revised.sketch, third.sketch)
     assert (revised.used_mask[:, :10] == 0).all() and (revised.used_mask[:, 10:] == 1).all()
-    assert session.undo() is third.image
+    assert session.undo() == third.image
     session.undo()
     session.undo()
-    assert session.current is session.original and not session.can_undo
+    assert session.current == session.original and not session.can_undo
     with pytest.raises(ValueError, match="undo"):
         session.undo()
     with pytest.raises(ValueError, match="revise"):
         EditSession(editor, photo).revise(np.ones((H, W)))
+
+
+def test_drawing_on_the_current_photo_does_not_change_undo_or_redo(editor, photo, sketch):
+    # Today's failure: `current` was the stored history image, so drawing on it in place
+    # (PIL ImageDraw, or a result's image) rewrote what undo and redo give back.
+    from PIL import ImageDraw
+
+    session = EditSession(editor, photo)
+    result = session.edit(sketch)
+    stored = result.image.tobytes()
+    ImageDraw.Draw(session.current).rectangle((0, 0, 10, 10), fill=(255, 0, 255))
+    ImageDraw.Draw(result.image).rectangle((0, 0, 10, 10), fill=(0, 255, 0))
+    assert session.current.tobytes() == stored
+    original = session.undo().tobytes()
+    ImageDraw.Draw(session.current).rectangle((0, 0, 10, 10), fill=(255, 0, 255))
+    assert session.current.tobytes() == original == session.original.tobytes()
+    assert session.redo().tobytes() == stored
 
 
 def test_from_pretrained_missing_file_is_clear(tmp_path):
@@ -268,13 +285,16 @@ def test_from_pretrained_missing_file_is_clear(tmp_path):
 
 
 def test_from_pretrained_round_trip(tmp_path, editor, photo, sketch):
-    from sketchedit.weights import save_checkpoint
+    from sketchedit.checkpoints import save_checkpoint
 
     path = tmp_path / "tiny.safetensors"
     save_checkpoint(path, {"mask_estimator": editor.mask_estimator, "generator": editor.generator})
     loaded = SketchEditor.from_pretrained(path)
     a, b = editor.edit(photo, sketch), loaded.edit(photo, sketch)
     assert np.asarray(a.image).tobytes() == np.asarray(b.image).tobytes()
+    # The editor remembers where its weights came from (error messages name it).
+    assert loaded.source == str(path)
+    assert "random init" in SketchEditor.random_init(cnum=4).source
 
     only_one = tmp_path / "one.safetensors"
     save_checkpoint(only_one, {"mask_estimator": editor.mask_estimator})

@@ -19,7 +19,7 @@ from sketchedit.nets import (
     global_pool,
 )
 from sketchedit.nets.blocks import subpixel_upsampling, upconv_subpixel
-from sketchedit.weights import official_layer_table
+from sketchedit.nets.official import official_layer_table
 
 LAYOUT = json.loads(
     (Path(__file__).parent / "data" / "official-checkpoint-layout.json").read_text()

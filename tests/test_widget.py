@@ -120,7 +120,7 @@ def test_apply_undo_redo_and_revise(widget, photo):
     drag(widget, [(10, 20), (60, 30), (100, 20)])
     result = widget.apply()
     assert result is not None and result.ran_model
-    assert widget.session.current is result.image
+    assert widget.session.current == result.image
     assert widget.strokes == []
     assert np.asarray(result.input_image).tobytes() == np.asarray(photo).tobytes()
     assert "Edit 1 applied" in widget.status.value
@@ -141,14 +141,14 @@ def test_apply_undo_redo_and_revise(widget, photo):
 
     assert not widget.undo_edit_button.disabled and widget.redo_edit_button.disabled
     widget.undo_edit()
-    assert widget.session.current is result.image and widget.session.can_redo
+    assert widget.session.current == result.image and widget.session.can_redo
     assert not widget.redo_edit_button.disabled
     widget.undo_edit()
     assert widget.session.current.tobytes() == photo.tobytes()
     widget.undo_edit()
     assert "Nothing to undo" in widget.status.value
     widget.redo_edit()
-    assert widget.session.current is result.image
+    assert widget.session.current == result.image
 
 
 def test_new_sketch_with_mask_revision_and_preview(widget):

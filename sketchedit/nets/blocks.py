@@ -27,6 +27,7 @@ import contextlib
 import contextvars
 from collections import OrderedDict
 from collections.abc import Sequence
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -38,8 +39,10 @@ __all__ = [
     "GatedConv2d",
     "GatedUpConv2d",
     "LayerSpec",
+    "NonFiniteError",
     "check_cnum",
     "check_image_batch",
+    "cpu_low_precision_is_fast",
     "dilated_trunk",
     "gated_stack",
     "init_weights",
@@ -50,6 +53,32 @@ __all__ = [
 #: Activations of the "feature" half of a gated conv. ReLU is used once, in the attention
 #: branch right before contextual attention. [code]
 ACTIVATIONS = {"elu": F.elu, "relu": F.relu}
+
+
+class NonFiniteError(ValueError):
+    """NaN or inf inside a network (inference turns it into an error naming the network)."""
+
+
+@lru_cache(maxsize=8)
+def cpu_low_precision_is_fast(dtype: torch.dtype = torch.bfloat16) -> bool:
+    """Whether this CPU runs ``dtype`` (bf16/fp16) convolutions natively through oneDNN.
+
+    The package's one such check (inference, the VGG loss, benchmarks and tests use it).
+    Needs AVX-512 (bf16) or AVX-512-FP16/AMX (fp16); elsewhere PyTorch falls back to a slow
+    reference convolution. float32 and float64 always count as fast.
+    """
+    if dtype in (torch.float32, torch.float64):
+        return True
+    check = {
+        torch.bfloat16: "_is_mkldnn_bf16_supported",
+        torch.float16: "_is_mkldnn_fp16_supported",
+    }.get(dtype)
+    try:
+        return bool(getattr(torch.ops.mkldnn, check)())
+    except (AttributeError, RuntimeError, TypeError):
+        # Private query missing in this PyTorch build: fall back on the dispatcher's ISA level.
+        return dtype == torch.bfloat16 and torch.backends.cpu.get_cpu_capability() == "AVX512"
+
 
 #: Initialisation of every conv: xavier-normal weights with this gain, zero bias. [code]
 INIT_GAIN = 0.02

@@ -44,6 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sketchedit.nets.blocks import NonFiniteError
+
 __all__ = [
     "SCORE_CHUNK_BYTES",
     "ContextualAttention",
@@ -142,7 +144,7 @@ def _check_inputs(features: torch.Tensor, hole: torch.Tensor, patch_size: int, s
         )
     # One pass over inputs that are C*16*L times smaller than the work below: negligible.
     if not torch.isfinite(features).all():
-        raise ValueError("features contain NaN or inf")
+        raise NonFiniteError("features contain NaN or inf")
     if not (hole.min() >= 0 and hole.max() <= 1):
         raise ValueError("hole must lie in [0, 1] (1 = hole)")
 

@@ -1,4 +1,4 @@
-"""The generator G: repaint the region following the sketch, in the old style (docs/method.md 2).
+"""Generator G: paint the region anew, following the sketch, in the old style (docs/method.md 2).
 
 Two stages, as in DeepFill v2 / CR-Fill, the lineage of the official code [code][lineage]:
 
@@ -43,6 +43,7 @@ from sketchedit.nets.blocks import (
     init_weights,
 )
 from sketchedit.nets.contextual_attention import ContextualAttention
+from sketchedit.nets.official import OfficialLayout
 from sketchedit.nets.style_encoder import POOLINGS, StyleEncoder
 
 __all__ = ["AttentionBranch", "Generator", "MIN_SIDE"]
@@ -89,7 +90,7 @@ class AttentionBranch(nn.Module):
         return self.post(self.attention(self.features(x), hole))
 
 
-class Generator(nn.Module):
+class Generator(OfficialLayout, nn.Module):
     """Coarse-to-fine generator conditioned on the partial sketch and the style vector.
 
     Args:
@@ -203,17 +204,3 @@ class Generator(nn.Module):
         coarse = self.coarse(image, sketch, mask, style)
         fine = self.refine(self.composite(coarse, image, mask), mask)
         return coarse, fine
-
-    # --- official checkpoints (the mapping table lives in sketchedit/weights.py) --------------
-    @classmethod
-    def from_official(cls, state_dict_or_path) -> Generator:
-        """Build from an official ``latest_net_G.pth`` state dict (or its path)."""
-        from sketchedit import weights
-
-        return weights.from_official(cls, state_dict_or_path)
-
-    def to_official(self) -> dict[str, torch.Tensor]:
-        """This network's weights under the official tensor names (``conv1.weight`` ...)."""
-        from sketchedit import weights
-
-        return weights.to_official(self)

@@ -33,11 +33,12 @@ from sketchedit.nets.blocks import (
     dilated_trunk,
     init_weights,
 )
+from sketchedit.nets.official import OfficialLayout
 
 __all__ = ["MaskEstimator"]
 
 
-class MaskEstimator(nn.Module):
+class MaskEstimator(OfficialLayout, nn.Module):
     """Predict the soft edit mask from an image and a partial sketch.
 
     Args:
@@ -94,17 +95,3 @@ class MaskEstimator(nn.Module):
         self._check(image, sketch)
         _, rate16 = self.encode(image, sketch)
         return self.mask_head(rate16)
-
-    # --- official checkpoints (the mapping table lives in sketchedit/weights.py) --------------
-    @classmethod
-    def from_official(cls, state_dict_or_path) -> MaskEstimator:
-        """Build from an official ``latest_net_M.pth`` state dict (or its path)."""
-        from sketchedit import weights
-
-        return weights.from_official(cls, state_dict_or_path)
-
-    def to_official(self) -> dict[str, torch.Tensor]:
-        """This network's weights under the official tensor names (``conv1.weight`` ...)."""
-        from sketchedit import weights
-
-        return weights.to_official(self)

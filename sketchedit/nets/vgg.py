@@ -43,6 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sketchedit.nets.blocks import cpu_low_precision_is_fast
+
 #: Layers whose (post-ReLU) activations the perceptual loss compares [lineage].
 FEATURE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
@@ -270,26 +272,6 @@ def _cpu_autocast_dtype() -> torch.dtype | None:
     except TypeError:  # older releases have CPU-specific functions
         enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
     return dtype if enabled else None
-
-
-@lru_cache(maxsize=8)
-def cpu_low_precision_is_fast(dtype: torch.dtype = torch.bfloat16) -> bool:
-    """Whether this CPU runs ``dtype`` (bf16/fp16) convolutions natively through oneDNN.
-
-    Needs AVX-512 (bf16) or AVX-512-FP16/AMX (fp16); elsewhere PyTorch falls back to a slow
-    reference convolution. float32 and float64 always count as fast.
-    """
-    if dtype in (torch.float32, torch.float64):
-        return True
-    check = {
-        torch.bfloat16: "_is_mkldnn_bf16_supported",
-        torch.float16: "_is_mkldnn_fp16_supported",
-    }.get(dtype)
-    try:
-        return bool(getattr(torch.ops.mkldnn, check)())
-    except (AttributeError, RuntimeError, TypeError):
-        # Private query missing in this PyTorch build: fall back on the dispatcher's ISA level.
-        return dtype == torch.bfloat16 and torch.backends.cpu.get_cpu_capability() == "AVX512"
 
 
 def vgg19_features(weights: str | os.PathLike | None = None) -> VGG19Features:

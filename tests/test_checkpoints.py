@@ -1,4 +1,4 @@
-"""Official checkpoint mapping and our safetensors checkpoint format."""
+"""Official checkpoint mapping (nets/official.py) and our safetensors format (checkpoints.py)."""
 
 import json
 import os
@@ -7,15 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from sketchedit import weights
-from sketchedit.nets import Discriminator, Generator, MaskEstimator
-from sketchedit.weights import (
+from sketchedit.checkpoints import (
     CheckpointError,
     load_checkpoint,
     load_official,
     read_checkpoint_metadata,
     save_checkpoint,
 )
+from sketchedit.nets import Discriminator, Generator, MaskEstimator, official
 
 LAYOUT = json.loads(
     (Path(__file__).parent / "data" / "official-checkpoint-layout.json").read_text()
@@ -40,7 +39,7 @@ def test_official_round_trip_is_lossless_and_one_to_one(cls, entry):
     assert back.keys() == sd.keys()
     assert all(torch.equal(back[k], sd[k]) for k in sd)
     # Every official tensor lands in exactly one of ours, and every one of ours is covered.
-    table = weights._tensor_table(cls)
+    table = official.tensor_table(cls)
     assert len(set(table.values())) == len(table) == len(sd)
     assert set(table.values()) == set(net.state_dict())
     ours = net.state_dict()
@@ -81,7 +80,7 @@ def test_load_official_unwraps_containers_and_module_prefix(tmp_path):
         torch.save(obj, tmp_path / name)
         loaded = load_official(tmp_path / name)
         assert loaded.keys() == sd.keys(), name
-        net = MaskEstimator.from_official(tmp_path / name)  # path accepted directly
+        net = MaskEstimator.from_official(loaded)
         assert torch.equal(net.to_official()["conv17.bias"], sd["conv17.bias"])
 
 
@@ -230,3 +229,45 @@ def test_failed_write_leaves_the_old_file(tmp_path, nets, monkeypatch):
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["ck.safetensors"]  # no temp file left
     assert load_checkpoint(path).keys() == {"mask_estimator"}
+
+
+# --------------------------------------------------------------------------------------------
+# Untrusted files: the metadata is checked against the stored shapes before any allocation.
+# --------------------------------------------------------------------------------------------
+def _with_metadata_config(src, dst, network, **config):
+    """Copy checkpoint ``src`` to ``dst`` with ``network``'s metadata config changed."""
+    from safetensors.torch import load_file, save_file
+
+    header = read_checkpoint_metadata(src)
+    header["networks"][network]["config"].update(config)
+    save_file(load_file(str(src)), str(dst), metadata={"sketchedit": json.dumps(header)})
+    return dst
+
+
+@pytest.mark.parametrize("cnum", [512, 4096])
+def test_metadata_claiming_a_huge_network_is_refused_before_allocating(tmp_path, cnum):
+    # Today's failure: cnum 512 built the 2.6 GB network (7 s) before the shapes were compared,
+    # cnum 4096 died in the allocator.
+    import time
+
+    small = tmp_path / "small.safetensors"
+    save_checkpoint(small, {"mask_estimator": MaskEstimator(cnum=8), "generator": Generator(8)})
+    liar = _with_metadata_config(small, tmp_path / "liar.safetensors", "generator", cnum=cnum)
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match=rf"liar.*'generator'.*cnum': {cnum}.*has shape"):
+        load_checkpoint(liar)
+    assert time.perf_counter() - start < 2.0
+
+
+def test_official_conv1_of_the_wrong_width_names_the_tensor_and_both_widths():
+    # Today: "cnum must be a positive multiple of 4, got 50" with no tensor named.
+    sd = official_state_dict(LAYOUT["latest_net_M.pth"])
+    sd["conv1.weight"], sd["conv1.bias"] = torch.zeros(50, 4, 5, 5), torch.zeros(50)
+    message = r"conv1\.weight has 50 .*cnum=50.*reads 24 .*cnum=48"
+    with pytest.raises(CheckpointError, match=message):
+        MaskEstimator.from_official(sd)
+
+
+def test_nets_take_official_state_dicts_only_and_name_the_reader(tmp_path):
+    with pytest.raises(TypeError, match=r"load_official"):
+        MaskEstimator.from_official(tmp_path / "latest_net_M.pth")
