@@ -143,6 +143,9 @@ class TrainConfig:
     keep_last: int = 2  # step-numbered checkpoints kept besides ckpt_latest (0 = none)
     out_dir: str = "runs/tiny"
     resume: str = ""  # run folder or checkpoint file to continue from ("" = fresh run)
+    # [ours] Fresh runs only: start M and G from this inference checkpoint (fine-tuning);
+    # the discriminator and the optimisers start fresh. "" = random init.
+    init_from: str = ""
 
     def replace(self, **overrides) -> TrainConfig:
         """A copy with some fields changed (unknown names raise ValueError)."""

@@ -377,6 +377,8 @@ def _restore_or_seed(cfg: TrainConfig, resume_path, nets, optims, device) -> int
         # Fresh run: the RNG states written into checkpoints start from the seed.
         random.seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)  # noqa: NPY002 (for code that uses it)
+        if cfg.init_from:
+            _init_from_inference_checkpoint(cfg.init_from, nets)
         return 0
     start_step = restore_training_state(resume_path, nets, optims, device)
     # The configuration wins over the stored hyper-parameters, so a run can be continued
@@ -387,6 +389,27 @@ def _restore_or_seed(cfg: TrainConfig, resume_path, nets, optims, device) -> int
             group["lr"] = lrs[name]
             group["betas"] = (cfg.beta1, cfg.beta2)
     return start_step
+
+
+def _init_from_inference_checkpoint(path: str, nets: dict[str, nn.Module]) -> None:
+    """Start M and G from an inference checkpoint's weights (D and the optimisers start fresh).
+
+    [ours] For fine-tuning a trained model on new data, another resolution or another recipe;
+    the networks must have the same widths (a clear error names the mismatch otherwise).
+    """
+    from sketchedit.checkpoints import load_checkpoint
+
+    loaded = load_checkpoint(path)
+    for ours, theirs in (("M", "mask_estimator"), ("G", "generator")):
+        if theirs not in loaded:
+            raise ValueError(f"init_from {path}: the checkpoint has no {theirs!r} network")
+        if loaded[theirs].config() != nets[ours].config():
+            raise ValueError(
+                f"init_from {path}: its {theirs} is {loaded[theirs].config()}, this run's is "
+                f"{nets[ours].config()} (set cnum to match)"
+            )
+        nets[ours].load_state_dict(loaded[theirs].float().state_dict())
+    print(f"initialised the mask estimator and generator from {path}")
 
 
 def _shown_losses(losses: dict[str, float]) -> dict[str, str]:
