@@ -2,6 +2,7 @@
 #   make run    -> builds .venv if needed, executes the notebooks headlessly, writes figures/
 #   make test   -> builds .venv if needed, runs the unit tests and the notebooks (nbval)
 #   make lab    -> opens JupyterLab on the notebooks
+#   make app    -> serves the web app (Voila) on http://127.0.0.1:8866
 # Exact versions come from requirements/lock.txt (torch==2.13.0: the CPU build, not CUDA).
 
 PYTHON ?= python3
@@ -12,8 +13,11 @@ STAMP  := $(VENV)/.installed
 # Notebooks the main job executes, in order (later issues extend this list).
 NOTEBOOKS ?= $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 PYTEST_ARGS ?=
+# The web app's port (make app APP_PORT=9000). More models through the environment (make
+# passes command-line variables on): make app SKETCHEDIT_OFFICIAL_M=m.pth SKETCHEDIT_OFFICIAL_G=g.pth
+APP_PORT ?= 8866
 
-.PHONY: run test lab lint venv clean-venv
+.PHONY: run test lab app lint venv clean-venv
 
 venv: $(STAMP)
 
@@ -40,6 +44,9 @@ test: $(STAMP)
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
+
+app: $(STAMP)
+	$(BIN)/voila app/sketchedit_app.ipynb --Voila.ip=127.0.0.1 --port=$(APP_PORT) --no-browser
 
 lint: $(STAMP)
 	$(BIN)/ruff check sketchedit tests benchmarks

@@ -203,6 +203,7 @@ class SketchWidget:
         self.busy = False
         self.ignored_applies = 0  # clicks on apply that arrived while the model was running
         self.applied_strokes: list[Stroke] = []  # the strokes of the last apply
+        self.photo_name = "photo.png"  # the uploaded file's name (the app names downloads)
         self._drawing: Stroke | None = None
         self._preview: tuple[np.ndarray, np.ndarray] | None = None  # (sketch, predicted mask)
         # The status text of the last successful apply (see apply(): duplicate clicks).
@@ -596,6 +597,7 @@ class SketchWidget:
             self._set_status(f"Could not read {name!r} as an image ({type(err).__name__}).")
             return False
         self.load_image(photo)
+        self.photo_name = name
         self._set_status(f"Loaded {name!r} ({photo.size[0]}x{photo.size[1]}).")
         return True
 
