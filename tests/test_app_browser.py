@@ -15,93 +15,52 @@ Skipped only when Chromium (``/usr/bin/chromium``, Debian's ``chromium`` package
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from browser_support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    REPO,
+    Budget,
+    free_port,
+    server_env,
+    skip_without_browser,
+    start_server,
+    stop_server,
+    sync_playwright,
+)
 from PIL import Image
 
 pytestmark = pytest.mark.browser
+skip_without_browser()
 
-REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "app" / "sketchedit_app.ipynb"
-CHROMIUM = shutil.which("chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 OVERALL_S = 120  # the whole browser session (page load, upload, draw, apply, download)
 PHOTO_SIZE = (1024, 768)
 #: The stroke, in fractions of the canvas: the cat's right ear, taller (as in notebook 06).
 STROKE = [(0.74, 0.20), (0.79, 0.09), (0.85, 0.02), (0.90, 0.15)]
-
-try:
-    from playwright.sync_api import sync_playwright
-except ImportError:  # pragma: no cover - depends on the environment
-    sync_playwright = None
-
-if CHROMIUM is None:
-    pytest.skip("no Chromium installed (apt-get install chromium)", allow_module_level=True)
-if sync_playwright is None:
-    pytest.skip("the playwright Python package is not importable", allow_module_level=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop the server's whole process group (the server and its kernel)."""
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 @pytest.fixture
 def voila_app(tmp_path):
     """Voila on 127.0.0.1 serving the app notebook, the way `make app` starts it; stopped
     afterwards, whatever happened."""
-    port = _free_port()
+    port = free_port()
     cmd = [
         sys.executable, "-m", "voila", str(APP),
         "--Voila.ip=127.0.0.1", f"--port={port}", "--no-browser",
     ]  # fmt: skip
-    env = dict(
-        os.environ,
-        JUPYTER_RUNTIME_DIR=str(tmp_path / "jupyter-runtime"),
-        OMP_NUM_THREADS="1",
-        # The kernel imports the checkout under test (not whatever `pip install -e` points at).
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-    )
+    env = server_env(tmp_path)
     for name in ("SKETCHEDIT_OFFICIAL_M", "SKETCHEDIT_OFFICIAL_G", "SKETCHEDIT_CHECKPOINT"):
         env.pop(name, None)  # the starter model, whatever the caller's configuration
     log_path = tmp_path / "voila.log"
     log = open(log_path, "wb")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(
-        cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    proc = start_server(cmd, tmp_path, env, log)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -116,7 +75,7 @@ def voila_app(tmp_path):
                 time.sleep(0.3)
         yield url, log_path
     finally:
-        _stop(proc)
+        stop_server(proc)
         log.close()
 
 
@@ -144,17 +103,8 @@ def _polyline_distance(shape: tuple[int, int], polyline) -> np.ndarray:
 
 def test_upload_draw_apply_download_in_voila(voila_app, big_photo, tmp_path):
     url, log_path = voila_app
-    started = time.monotonic()
-    deadline = started + OVERALL_S
-
-    def left_ms() -> float:
-        """What remains of the overall budget, for each wait (at least 1 s)."""
-        return max(1000.0, (deadline - time.monotonic()) * 1000.0)
-
-    phases = {}
-
-    def phase(name: str) -> None:
-        phases[name] = round(time.monotonic() - started, 1)
+    budget = Budget(OVERALL_S)
+    left_ms, phase, phases = budget.left_ms, budget.phase, budget.phases
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
