@@ -45,8 +45,10 @@ test: $(STAMP)
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
 
+# Run from app/ so that Voila reads app/voila.json (uploads up to 200 MB; the default 10 MB
+# websocket limit drops a 12-megapixel PNG).
 app: $(STAMP)
-	$(BIN)/voila app/sketchedit_app.ipynb --Voila.ip=127.0.0.1 --port=$(APP_PORT) --no-browser
+	cd app && $(abspath $(BIN))/voila sketchedit_app.ipynb --Voila.ip=127.0.0.1 --port=$(APP_PORT) --no-browser
 
 lint: $(STAMP)
 	$(BIN)/ruff check sketchedit tests benchmarks

@@ -18,6 +18,10 @@ What the page adds to the widget:
 - the widget's server-side "save" is hidden: on a web page the file belongs in the user's
   downloads, not on the server's disk.
 
+``app/voila.json`` raises the websocket's message limit to 200 MB (Voila reads it when started
+from ``app/``, as ``make app`` does): with tornado's default of 10 MB, uploading a 12-megapixel
+PNG silently drops the connection.
+
 The status line is the widget's: the photo's real size, how the model ran (the crop and the
 working size) and, when the predicted mask is empty, why.
 """

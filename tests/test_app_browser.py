@@ -52,7 +52,7 @@ def voila_app(tmp_path):
     afterwards, whatever happened."""
     port = free_port()
     cmd = [
-        sys.executable, "-m", "voila", str(APP),
+        sys.executable, "-m", "voila", APP.name,
         "--Voila.ip=127.0.0.1", f"--port={port}", "--no-browser",
     ]  # fmt: skip
     env = server_env(tmp_path)
@@ -60,7 +60,7 @@ def voila_app(tmp_path):
         env.pop(name, None)  # the starter model, whatever the caller's configuration
     log_path = tmp_path / "voila.log"
     log = open(log_path, "wb")  # noqa: SIM115 - closed in finally
-    proc = start_server(cmd, tmp_path, env, log)
+    proc = start_server(cmd, APP.parent, env, log)  # from app/, as `make app`: voila.json
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
