@@ -15,6 +15,7 @@ Skipped only when Chromium (``/usr/bin/chromium``, Debian's ``chromium`` package
 
 from __future__ import annotations
 
+import io
 import socket
 import sys
 import time
@@ -90,6 +91,13 @@ def big_photo(tmp_path) -> Path:
     return path
 
 
+def _pen_pixels(png: bytes) -> int:
+    """How many pixels of a screenshot have the sketch pen's colour (rgb(255, 40, 40))."""
+    with Image.open(io.BytesIO(png)) as img:
+        rgb = np.asarray(img.convert("RGB"), dtype=np.int16)
+    return int(((rgb[..., 0] > 200) & (rgb[..., 1] < 80) & (rgb[..., 2] < 80)).sum())
+
+
 def _polyline_distance(shape: tuple[int, int], polyline) -> np.ndarray:
     """``(H, W)`` distance of every pixel centre to a polyline [(x, y), ...], in pixels."""
     ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]] + 0.5
@@ -137,13 +145,24 @@ def test_upload_draw_apply_download_in_voila(voila_app, big_photo, tmp_path):
             pts = [
                 (box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in STROKE
             ]
+            before = _pen_pixels(canvas.screenshot())
             page.mouse.move(*pts[0])
             page.mouse.down()
             for pt in pts[1:]:
                 page.mouse.move(*pt, steps=8)
             page.mouse.up()
-
-            page.screenshot(path=str(tmp_path / "app_browser_stroke.png"))
+            status.filter(has_text="1 stroke(s)").wait_for(timeout=left_ms())
+            # The 1-px pen is 0.625 canvas px at this scale; on screen it must still be a
+            # solid line (at least 2 canvas px wide: about 2 pen-coloured pixels per px of
+            # length; a sub-pixel line is only blended into the photo).
+            page.wait_for_timeout(300)  # the draw commands follow the status update
+            pen = _pen_pixels(canvas.screenshot(path=str(tmp_path / "app_browser_stroke.png")))
+            length = sum(
+                np.hypot(bx - ax, by - ay)
+                for (ax, ay), (bx, by) in zip(pts[:-1], pts[1:], strict=True)
+            )
+            pen_ratio = (pen - before) / length
+            assert pen_ratio > 1.2, f"{pen - before} pen-coloured px for {length:.0f} px of line"
             page.locator(".sketchedit-apply").click()
             status.filter(has_text="Edit 1 applied").wait_for(timeout=left_ms())
             phase("applied")
@@ -161,7 +180,7 @@ def test_upload_draw_apply_download_in_voila(voila_app, big_photo, tmp_path):
             browser.close()
 
     print(f"app browser test phases (s since start): {phases}")
-    print(f"status after apply: {status_text}")
+    print(f"status after apply: {status_text}; pen pixels per px of stroke: {pen_ratio:.2f}")
     assert f"on the {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} photo" in status_text
     assert "crop:" in status_text and "works at 64 px" in status_text
     assert suggested == "cat_1024_sketchedit.png"
