@@ -180,7 +180,8 @@ def test_upload_draw_apply_download_in_voila(voila_app, big_photo, tmp_path):
             browser.close()
 
     print(f"app browser test phases (s since start): {phases}")
-    print(f"status after apply: {status_text}; pen pixels per px of stroke: {pen_ratio:.2f}")
+    print(f"status after apply: {status_text}")
+    print(f"pen-coloured pixels per px of stroke: {pen_ratio:.2f}")
     assert f"on the {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} photo" in status_text
     assert "crop:" in status_text and "works at 64 px" in status_text
     assert suggested == "cat_1024_sketchedit.png"
