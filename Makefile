@@ -2,6 +2,7 @@
 #   make run    -> builds .venv if needed, executes the notebooks headlessly, writes figures/
 #   make test   -> builds .venv if needed, runs the unit tests and the notebooks (nbval)
 #   make lab    -> opens JupyterLab on the notebooks (extra flags: make lab LAB_ARGS="--port 8890")
+#   make app    -> serves the web app (Voila) on http://127.0.0.1:8866
 # Exact versions come from requirements/lock.txt (torch==2.13.0: the CPU build, not CUDA).
 
 PYTHON ?= python3
@@ -16,8 +17,11 @@ PYTEST_ARGS ?=
 LAB_ARGS ?=
 # Jupyter refuses to start as root unless told to (containers and CI images often run as root).
 LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
+# The web app's port (make app APP_PORT=9000). More models through the environment (make
+# passes command-line variables on): make app SKETCHEDIT_OFFICIAL_M=m.pth SKETCHEDIT_OFFICIAL_G=g.pth
+APP_PORT ?= 8866
 
-.PHONY: run test lab lint venv clean-venv
+.PHONY: run test lab app lint venv clean-venv
 
 venv: $(STAMP)
 
@@ -44,6 +48,11 @@ test: $(STAMP)
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab $(LAB_ROOT_FLAG) $(LAB_ARGS) notebooks/
+
+# Run from app/ so that Voila reads app/voila.json (uploads up to 200 MB; the default 10 MB
+# websocket limit drops a 12-megapixel PNG).
+app: $(STAMP)
+	cd app && $(abspath $(BIN))/voila sketchedit_app.ipynb --Voila.ip=127.0.0.1 --port=$(APP_PORT) --no-browser
 
 lint: $(STAMP)
 	$(BIN)/ruff check sketchedit tests benchmarks

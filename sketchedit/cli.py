@@ -10,7 +10,7 @@
 Reading a sketch file [ours]
 ----------------------------
 Drawing programs save strokes in three ways; ``edit`` reads each (the paper's networks take
-1 = stroke on 0 = background, method.md section 1):
+1 = stroke on 0 = background, docs/method.md section 1):
 
 1. **A transparent layer** (PNG/WebP with an alpha channel that has at least one transparent
    pixel): the alpha channel is the stroke layer, whatever colour the strokes are.

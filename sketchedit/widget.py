@@ -13,6 +13,12 @@ layers (photo, mask overlay, strokes) and a toolbar:
 - **show mask** and **before** (compare with the photo before the last edit) toggles;
 - **upload** your own photo, and **save** the current photo as PNG.
 
+Photos are edited and saved at their full resolution, whatever their size: the editor's
+``strategy="auto"`` runs the networks on a crop around the strokes at the model's working size
+(:mod:`sketchedit.roi`), so a 12-megapixel upload is as quick to edit as a small one. Only the
+*display* is scaled: the canvas shows a copy of the photo (and of the mask overlay) reduced to
+the canvas's size, and the strokes are stored in image pixels.
+
 What "apply" does with mask strokes:
 
 - with sketch strokes: a new edit; mask strokes revise the *new* prediction
@@ -41,6 +47,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from sketchedit.data.crops import limit_max_side
 from sketchedit.editor import EditResult, EditSession, MaskRevision, SketchEditor, as_rgb
 
 TOOLS = ("sketch", "add", "erase")
@@ -55,6 +62,10 @@ STROKE_COLOURS = {
     "add": "rgba(0, 200, 80, 0.55)",
     "erase": "rgba(60, 90, 255, 0.55)",
 }
+#: The narrowest a stroke is drawn *on screen*, in canvas pixels, whatever its width in image
+#: pixels: a 1-px pen on a 4000-px photo shown 512 px wide would otherwise be 0.13 canvas px
+#: wide, i.e. invisible. The model still gets the stroke at its own width. [ours]
+MIN_SCREEN_WIDTH = 2.0
 #: The mask overlay: this RGB at this opacity where the mask is 1.
 OVERLAY_RGB = (255, 0, 200)
 OVERLAY_ALPHA = 0.45
@@ -116,17 +127,35 @@ def _fit_display(size: tuple[int, int], display_size: int) -> tuple[float, int, 
     return scale, max(1, round(w * scale)), max(1, round(h * scale))
 
 
-def _limit_size(image: Image.Image, max_side: int | None) -> Image.Image:
-    """Downscale so the longest side is at most ``max_side`` (None: keep).
+def _display_size(size: tuple[int, int], canvas: tuple[int, int]) -> tuple[int, int]:
+    """The (W, H) an image-resolution layer is sent to the browser at: the canvas's size, or
+    the image's own when it is smaller (the browser upscales; fewer bytes to encode)."""
+    return size if size[0] <= canvas[0] and size[1] <= canvas[1] else canvas
 
-    [ours] The networks run at the photo's own resolution; on a CPU a 4000-px upload would
-    take minutes and the training resolution is 256 px anyway (docs/method.md section 1).
+
+def empty_prediction_note(peak: float) -> str:
+    """The status line's explanation of a predicted mask that never reaches 0.5 (``peak`` is
+    its maximum): the generator then has no region to redraw."""
+    peak = np.floor(peak * 100) / 100  # rounded down: 0.4999 is not shown as 0.50
+    return (
+        f"The predicted mask is empty (max {peak:.2f}, not above 0.5): no region is redrawn. The "
+        f"strokes may be too short for this model's scale: draw longer ones, or add the "
+        f"region with mask +."
+    )
+
+
+def empty_mask_note(result: EditResult) -> str | None:
+    """Why an edit redrew nothing, for the status line; None when its mask is not empty.
+
+    The generator redraws the pixels where the mask is above 0.5 (the hard mask of
+    :func:`sketchedit.inference.run_sketchedit`); when there are none, the photo comes back
+    (almost) unchanged and the user needs to know why.
     """
-    if max_side is None or max(image.size) <= max_side:
-        return image
-    scale = max_side / max(image.size)
-    new = (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale)))
-    return image.resize(new, Image.Resampling.LANCZOS)
+    if not result.ran_model or result.hard_mask is None or result.hard_mask.any():
+        return None
+    if result.settings.get("mask") == "predicted":
+        return empty_prediction_note(float(result.soft_mask.max()))
+    return "The mask is empty after your revision: no region is redrawn; add to it with mask +."
 
 
 class SketchWidget:
@@ -137,9 +166,10 @@ class SketchWidget:
         image: the photo (anything :func:`sketchedit.editor.as_rgb` takes).
         display_size: the canvas's longest side in canvas pixels (the canvas keeps the
             image's aspect; ``display_scale = canvas / image``).
-        max_side: photos (the initial one and uploads) larger than this are downscaled
-            (None: never). [ours]
-        feather, size_mode: passed to every edit (see :meth:`SketchEditor.edit`).
+        max_side: photos (the initial one and uploads) larger than this are downscaled before
+            editing; None (the default) edits and saves every photo at its full resolution.
+        feather, size_mode, strategy: passed to every edit (see :meth:`SketchEditor.edit`);
+            ``strategy="auto"`` edits a crop around the strokes at the model's scale.
 
     Handlers take *canvas* coordinates, exactly what ipycanvas reports; tests and scripted
     demos call them directly (``w.on_down(x, y); w.on_move(...); w.on_up(...); w.apply()``).
@@ -151,9 +181,10 @@ class SketchWidget:
         image,
         *,
         display_size: int = 512,
-        max_side: int | None = 512,
+        max_side: int | None = None,
         feather: float = 0,
         size_mode: str = "pad",
+        strategy: str = "auto",
     ):
         import ipywidgets as W
         from ipycanvas import MultiCanvas
@@ -161,8 +192,10 @@ class SketchWidget:
         self.editor = editor
         self.display_size = int(display_size)
         self.max_side = max_side
-        photo = _limit_size(as_rgb(image), max_side)
-        self.session = EditSession(editor, photo, feather=feather, size_mode=size_mode)
+        photo = limit_max_side(as_rgb(image), max_side)
+        self.session = EditSession(
+            editor, photo, feather=feather, size_mode=size_mode, strategy=strategy
+        )
 
         self.strokes: list[Stroke] = []
         self.tool = "sketch"
@@ -170,8 +203,14 @@ class SketchWidget:
         self.busy = False
         self.ignored_applies = 0  # clicks on apply that arrived while the model was running
         self.applied_strokes: list[Stroke] = []  # the strokes of the last apply
+        self.photo_name = "photo.png"  # the uploaded file's name (the app names downloads)
         self._drawing: Stroke | None = None
         self._preview: tuple[np.ndarray, np.ndarray] | None = None  # (sketch, predicted mask)
+        # The status text of the last successful apply (see apply(): duplicate clicks).
+        self._result_status: str | None = None
+        # id(photo) -> (photo, its RGBA display copy): the photos the canvas shows (current,
+        # and the "before" one), reduced once each, not on every redraw.
+        self._display_cache: dict[int, tuple[Image.Image, np.ndarray]] = {}
 
         self.display_scale, cw, ch = _fit_display(photo.size, self.display_size)
         self.canvas = MultiCanvas(3, width=cw, height=ch)
@@ -409,6 +448,8 @@ class SketchWidget:
         return rasterize_strokes(self.strokes, self.image_size, "erase")
 
     def _revision(self) -> MaskRevision | None:
+        if not any(s.tool in ("add", "erase") for s in self.strokes):
+            return None  # skip rasterising two empty full-resolution layers
         add, erase = self.add_array(), self.erase_array()
         if not add.any() and not erase.any():
             return None
@@ -443,11 +484,17 @@ class SketchWidget:
             self._set_status("Nothing to preview: draw a sketch first.")
             return None
         predicted = self.editor.predict_mask(
-            self.session.current, sketch, size_mode=self.session.size_mode
+            self.session.current,
+            sketch,
+            size_mode=self.session.size_mode,
+            strategy=self.session.strategy,
         )
         self._preview = (sketch, predicted)
         self._draw_overlay()
-        self._set_status("Predicted mask shown; revise it with mask +/- and apply.")
+        if predicted.max() > 0.5:
+            self._set_status("Predicted mask shown; revise it with mask +/- and apply.")
+        else:
+            self._set_status(empty_prediction_note(float(predicted.max())))
         return predicted
 
     def apply(self) -> EditResult | None:
@@ -459,6 +506,12 @@ class SketchWidget:
         sketch = self.sketch_array()
         revision = self._revision()
         if not sketch.any() and revision is None:
+            if self._result_status is not None and self.status.value == self._result_status:
+                # A second click on apply, sent before the button was disabled in the browser,
+                # reaches the kernel only after the edit (the kernel handles one message at a
+                # time): nothing is drawn since, so keep the result's message on screen.
+                self.ignored_applies += 1
+                return None
             self._set_status("Nothing to apply: draw a sketch (or revise the mask) first.")
             return None
         if not sketch.any() and self.session.last_result is None:
@@ -479,11 +532,8 @@ class SketchWidget:
             self.strokes.clear()
             self._preview = None
             self.redraw()
-            n = len(self.session.history)
-            self._set_status(
-                f"Edit {n} {what} in {time.perf_counter() - start:.2f} s "
-                f"(mask covers {float(result.used_mask.mean()):.1%} of the photo)."
-            )
+            self._set_status(self._result_message(result, what, time.perf_counter() - start))
+            self._result_status = self.status.value
             return result
         except Exception as err:
             self._set_status(f"Edit failed: {type(err).__name__}: {err}")
@@ -491,6 +541,17 @@ class SketchWidget:
         finally:
             self.busy = False
             self.apply_button.disabled = False
+
+    def _result_message(self, result: EditResult, what: str, seconds: float) -> str:
+        """The status line after an edit: what ran where, and an empty mask explained."""
+        w, h = result.image.size
+        text = (
+            f"Edit {len(self.session.history)} {what} in {seconds:.2f} s on the {w}x{h} photo "
+            f"({result.describe()}; the model works at {result.working_size} px); "
+            f"mask covers {float(result.used_mask.mean()):.1%} of the photo."
+        )
+        note = empty_mask_note(result)
+        return text if note is None else f"{text} {note}"
 
     def undo_edit(self) -> None:
         """Back to the photo before the last edit (the strokes on screen are kept)."""
@@ -513,8 +574,9 @@ class SketchWidget:
     # ---- photos in and out -----------------------------------------------------------------
     def load_image(self, image) -> None:
         """Start over on a new photo (history, strokes and mask are cleared)."""
-        photo = _limit_size(as_rgb(image), self.max_side)
+        photo = limit_max_side(as_rgb(image), self.max_side)
         self.session.reset(photo)
+        self._display_cache.clear()
         self.strokes.clear()
         self._drawing = None
         self._preview = None
@@ -535,6 +597,7 @@ class SketchWidget:
             self._set_status(f"Could not read {name!r} as an image ({type(err).__name__}).")
             return False
         self.load_image(photo)
+        self.photo_name = name
         self._set_status(f"Loaded {name!r} ({photo.size[0]}x{photo.size[1]}).")
         return True
 
@@ -557,19 +620,24 @@ class SketchWidget:
         if path.suffix.lower() != ".png":
             self._set_status(f"Not saved: {path.name!r} must end in .png.")
             return None
-        if path.exists() and not overwrite:
+        if (path.exists() or path.is_symlink()) and not overwrite:  # a dangling link too
             self._set_status(f"Not saved: {path} exists (tick 'overwrite' to replace it).")
             return None
-        from sketchedit.fileio import atomic_path
+        from sketchedit.fileio import atomic_write_bytes
 
-        try:
-            with atomic_path(path) as tmp:
-                self.session.current.save(tmp, format="PNG")
+        try:  # atomic; an existing file keeps its permissions (sketchedit.fileio)
+            atomic_write_bytes(path, self.png_bytes())
         except OSError as err:
             self._set_status(f"Not saved: {err}")
             return None
         self._set_status(f"Saved {path}.")
         return path
+
+    def png_bytes(self) -> bytes:
+        """The current photo, at its full resolution, encoded as PNG."""
+        buf = io.BytesIO()
+        self.session.current.save(buf, format="PNG")
+        return buf.getvalue()
 
     # ---- drawing on the canvas -----------------------------------------------------------
     def redraw(self, *_args) -> None:
@@ -584,44 +652,69 @@ class SketchWidget:
         self.redo_edit_button.disabled = not self.session.can_redo
 
     def _put_scaled(self, layer, rgba: np.ndarray) -> None:
-        """Draw an image-resolution ``(H, W, 4)`` uint8 array over the whole canvas.
+        """Draw a ``(h, w, 4)`` uint8 display copy (see :func:`_display_size`) over the whole
+        canvas.
 
-        The browser does the upscaling (ipycanvas's put_image_data honours the canvas
-        transform): the kernel encodes and sends the image at the photo's size, not the
-        canvas's, which is several times less PNG work per redraw. RGBA, so ipycanvas sends a
+        The browser does any upscaling (ipycanvas's put_image_data honours the canvas
+        transform), so a small photo is sent at its own size; a large one was reduced to the
+        canvas's size before: never megapixels of PNG per redraw. RGBA, so ipycanvas sends a
         lossless PNG (3-channel arrays go as JPEG).
         """
-        w, h = self.image_size
+        h, w = rgba.shape[:2]
         layer.save()
         layer.scale(self.canvas.width / w, self.canvas.height / h)
         layer.put_image_data(rgba, 0, 0)
         layer.restore()
 
+    def _canvas_wh(self) -> tuple[int, int]:
+        return int(self.canvas.width), int(self.canvas.height)
+
+    def display_photo(self, photo: Image.Image) -> np.ndarray:
+        """``(h, w, 4)`` uint8: ``photo`` as the canvas shows it, reduced to the canvas's size
+        (cached per photo: a 12-megapixel photo is reduced once, not on every redraw)."""
+        cached = self._display_cache.get(id(photo))
+        if cached is not None and cached[0] is photo:
+            return cached[1]
+        size = _display_size(photo.size, self._canvas_wh())
+        # reducing_gap: a fast integer box reduction first, then an antialiased resize.
+        small = photo if size == photo.size else photo.resize(size, reducing_gap=3.0)
+        rgba = np.asarray(small.convert("RGBA"))
+        if len(self._display_cache) >= 4:  # the current and the "before" photo, and spares
+            self._display_cache.clear()
+        self._display_cache[id(photo)] = (photo, rgba)
+        return rgba
+
     def _draw_photo(self) -> None:
         last = self.session.last_result
         before = self.compare_toggle.value and last is not None
         photo = last.input_image if before else self.session.current
-        rgba = np.empty((photo.height, photo.width, 4), np.uint8)
-        rgba[..., :3] = np.asarray(photo)
-        rgba[..., 3] = 255
         self.photo_layer.clear()
-        self._put_scaled(self.photo_layer, rgba)
+        self._put_scaled(self.photo_layer, self.display_photo(photo))
 
     def _draw_overlay(self) -> None:
         self.mask_layer.clear()
         mask = self.displayed_mask() if self.show_mask_toggle.value else None
         if mask is None or not mask.any():
             return
-        rgba = np.zeros(mask.shape + (4,), np.uint8)
+        alpha = Image.fromarray(np.round(mask * (255 * OVERLAY_ALPHA)).astype(np.uint8), "L")
+        size = _display_size(alpha.size, self._canvas_wh())
+        if size != alpha.size:  # the area average: a thin mask stays faintly visible
+            alpha = alpha.resize(size, Image.Resampling.BOX)
+        rgba = np.zeros((size[1], size[0], 4), np.uint8)
         rgba[..., :3] = OVERLAY_RGB
-        rgba[..., 3] = np.round(mask * (255 * OVERLAY_ALPHA)).astype(np.uint8)
+        rgba[..., 3] = np.asarray(alpha)
         self._put_scaled(self.mask_layer, rgba)
+
+    def screen_width(self, stroke: Stroke) -> float:
+        """The stroke's width on the canvas, in canvas pixels: its image width scaled to the
+        display, but at least :data:`MIN_SCREEN_WIDTH` so that a thin pen stays visible."""
+        return max(MIN_SCREEN_WIDTH, stroke.width * self.display_scale)
 
     def _style(self, stroke: Stroke) -> None:
         layer = self.stroke_layer
         layer.stroke_style = STROKE_COLOURS[stroke.tool]
         layer.fill_style = STROKE_COLOURS[stroke.tool]
-        layer.line_width = max(1.0, stroke.width * self.display_scale)
+        layer.line_width = self.screen_width(stroke)
         layer.line_cap = "round"
         layer.line_join = "round"
 
@@ -632,9 +725,7 @@ class SketchWidget:
         with hold_canvas():
             self._style(stroke)
             if len(pts) == 1:
-                self.stroke_layer.fill_circle(
-                    pts[0][0], pts[0][1], max(0.5, stroke.width * self.display_scale / 2)
-                )
+                self.stroke_layer.fill_circle(pts[0][0], pts[0][1], self.screen_width(stroke) / 2)
             else:
                 self.stroke_layer.stroke_lines(pts)
 

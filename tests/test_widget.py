@@ -2,11 +2,14 @@
 way ipycanvas would call them for mouse and touch events."""
 
 import io
+import os
+import stat
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 pytest.importorskip("ipycanvas")
@@ -205,10 +208,115 @@ def test_upload_bad_and_good_files(widget, photo):
     assert not widget.session.can_undo
 
 
-def test_large_upload_is_downscaled(editor, photo):
+def test_max_side_still_downscales_when_asked(editor, photo):
     w = SketchWidget(editor, photo, display_size=64, max_side=24)
     assert w.session.current.size == (24, 16)
     assert (w.canvas.width, w.canvas.height) == (64, 43)
+
+
+@pytest.fixture
+def big_photo():
+    """A 1600x1200 photo (a smooth gradient: quick to encode), 3x the canvas below."""
+    gradient = Image.linear_gradient("L").resize((1600, 1200))
+    return Image.merge("RGB", (gradient, gradient.transpose(Image.Transpose.ROTATE_180), gradient))
+
+
+def test_large_photo_is_edited_and_saved_at_full_resolution(editor, big_photo, tmp_path):
+    w = SketchWidget(editor, big_photo, display_size=512)
+    assert w.session.current.size == (1600, 1200)  # not shrunk to 512 px any more
+    assert "1600x1200" in w.status.value
+    assert (w.canvas.width, w.canvas.height) == (512, 384)
+    # What the canvas is sent: copies at the canvas's size, never megapixels.
+    sent = []
+    w._put_scaled = lambda layer, rgba: sent.append(rgba.shape)
+    w.drag([(500, 600), (700, 650), (900, 600)], tool="sketch", width=1)
+    result = w.apply()
+    assert result.strategy == "crop" and result.image.size == (1600, 1200)
+    assert sent and all(shape[:2] == (384, 512) for shape in sent)
+    assert w.display_photo(w.session.current).shape == (384, 512, 4)
+    # The status line: the real size, how and at what scale the model ran.
+    assert "on the 1600x1200 photo" in w.status.value
+    assert result.describe() in w.status.value
+    assert f"works at {editor.working_size} px" in w.status.value
+    # Outside the crop the saved photo is the input, bit for bit, at full resolution.
+    saved = w.save(tmp_path / "big.png")
+    with Image.open(saved) as img:
+        out = np.asarray(img.convert("RGB"))
+    assert out.shape == (1200, 1600, 3)
+    box = result.regions[0].box
+    outside = np.ones((1200, 1600), bool)
+    outside[box.slices] = False
+    assert outside.any()
+    np.testing.assert_array_equal(out[outside], np.asarray(big_photo)[outside])
+
+
+def test_thin_pen_is_visible_on_screen_and_stays_thin_for_the_model(editor, big_photo):
+    w = SketchWidget(editor, big_photo, display_size=400)  # 0.25 canvas px per image px
+    w.drag([(200, 300), (1400, 300)], tool="sketch", width=1)
+    stroke = w.strokes[0]
+    assert stroke.width * w.display_scale == pytest.approx(0.25)
+    assert w.screen_width(stroke) >= 2.0  # drawn at least 2 canvas px wide
+    assert w.stroke_layer.line_width >= 2.0
+    sketch = w.sketch_array()
+    assert sketch.shape == (1200, 1600)
+    assert sketch.sum(axis=0)[200:1401].tolist() == [1] * 1201  # one pixel per column
+    assert np.nonzero(sketch)[0].tolist() == [300] * 1201
+    # A broad brush is drawn at its scaled width.
+    w.drag([(800, 600)], tool="add", width=40)
+    assert w.screen_width(w.strokes[-1]) == pytest.approx(10.0)
+
+
+def test_a_second_click_after_apply_keeps_the_result_message(widget):
+    """The browser sends a second click before the button is disabled; the kernel handles it
+    after the edit, when there is nothing left to apply."""
+    drag(widget, [(10, 20), (100, 20)])
+    widget.apply()
+    message = widget.status.value
+    assert "Edit 1 applied" in message
+    assert widget.apply() is None
+    assert widget.status.value == message and widget.ignored_applies == 1
+    # Once the status says something else, a click with nothing drawn explains itself.
+    widget.undo_edit()
+    assert widget.apply() is None and "Nothing to apply" in widget.status.value
+
+
+class _TimidHead(torch.nn.Module):
+    """A mask head whose prediction never reaches 0.5, like a model shown strokes far off
+    its training scale (the starter's mask peaks at 0.39 on a 512 px photo, issue 11)."""
+
+    def __init__(self, head):
+        super().__init__()
+        self.head = head
+
+    def forward(self, x):
+        return 0.45 * self.head(x)
+
+
+def test_status_says_when_the_predicted_mask_is_empty(photo):
+    from sketchedit.editor import SketchEditor
+    from sketchedit.nets import Generator, MaskEstimator
+
+    estimator = MaskEstimator(cnum=4)
+    estimator.mask_head = _TimidHead(estimator.mask_head)
+    w = SketchWidget(SketchEditor(estimator, Generator(cnum=4)), photo, display_size=DISPLAY)
+    drag(w, [(10, 20), (100, 20)])
+    peak = float(w.preview_mask().max())
+    assert 0 < peak < 0.45
+    assert "predicted mask is empty" in w.status.value
+    assert f"max {np.floor(peak * 100) / 100:.2f}" in w.status.value
+    result = w.apply()
+    assert not result.hard_mask.any()
+    assert "Edit 1 applied" in w.status.value
+    assert "predicted mask is empty" in w.status.value and "mask +" in w.status.value
+
+
+def test_status_has_no_empty_mask_note_when_the_mask_is_not_empty(widget):
+    drag(widget, [(10, 20), (100, 20)])
+    widget.set_tool("add")
+    widget.width_slider.value = 20
+    drag(widget, [(50, 40)])
+    result = widget.apply()
+    assert result.hard_mask.any() and "empty" not in widget.status.value
 
 
 def test_save_is_atomic_png_and_refuses_to_overwrite(widget, tmp_path):
@@ -226,6 +334,26 @@ def test_save_is_atomic_png_and_refuses_to_overwrite(widget, tmp_path):
     assert widget.save() == target and target.read_bytes().startswith(b"\x89PNG")
     assert widget.save(tmp_path / "out.jpg") is None and ".png" in widget.status.value
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]  # no temp files left
+
+
+def test_save_keeps_a_private_files_mode(widget, tmp_path):
+    target = tmp_path / "private.png"
+    target.write_bytes(b"old")
+    os.chmod(target, 0o600)
+    assert widget.save(target, overwrite=True) == target
+    assert target.read_bytes().startswith(b"\x89PNG")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600  # was widened to 0644
+
+
+def test_save_refuses_to_replace_a_dangling_symlink(widget, tmp_path):
+    link = tmp_path / "result.png"
+    link.symlink_to(tmp_path / "gone" / "target.png")
+    assert widget.save(link) is None and "exists" in widget.status.value
+    assert link.is_symlink() and not (tmp_path / "gone").exists()
+    # With the overwrite flag the link itself is replaced by the PNG (its target untouched).
+    assert widget.save(link, overwrite=True) == link
+    assert not link.is_symlink() and link.read_bytes().startswith(b"\x89PNG")
+    assert not (tmp_path / "gone").exists()
 
 
 def test_toggles_and_state(widget):
