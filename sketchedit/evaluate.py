@@ -253,6 +253,9 @@ class EvalData:
     #: "mild": the training recipe's warp pairs; "visible": structure changes a user would
     #: sketch (sketchedit.data.visible), where the unchanged input scores edge F1 < 0.5.
     protocol: str = "mild"
+    #: Which held-out photos: "heldout" (all of them; the photo pack's test split),
+    #: "validation" (for recipe decisions) or "test" (final tables); see stream.photo_split.
+    split: str = "heldout"
 
 
 PROTOCOLS = ("mild", "visible")
@@ -260,13 +263,14 @@ PROTOCOLS = ("mild", "visible")
 
 def _samples(data: EvalData, split: int, n: int, seed: int) -> list[dict]:
     """``n`` samples of the train (0) or held-out (1) split, evenly spread over the data set."""
-    from sketchedit.data.photos import split_photos
-    from sketchedit.stream import photo_pool, synthetic_edits
+    from sketchedit.stream import photo_split, synthetic_edits
 
-    photos = split_photos(photo_pool(data.data_source), data.heldout_fraction, seed=data.split_seed)
-    photos = photos[split]
+    name = data.split if split else "train"
+    photos = photo_split(
+        data.data_source, name, heldout_fraction=data.heldout_fraction, seed=data.split_seed
+    )
     if not photos:
-        raise ValueError(f"the {'held-out' if split else 'train'} split has no photos")
+        raise ValueError(f"the {name} split of {data.data_source!r} has no photos")
     spp = max(1, math.ceil(n / len(photos)))
     if data.protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {data.protocol!r}")
@@ -414,12 +418,13 @@ def evaluate(
 def real_strokes_table(mask_estimator, generator, data: EvalData, n: int, device="cpu") -> dict:
     """:func:`sketchedit.real_strokes.real_stroke_check` on ``n`` held-out photos, edited at
     twice the working size with the editor's default strategy; mean and standard error."""
-    from sketchedit.data.photos import split_photos
     from sketchedit.editor import SketchEditor
     from sketchedit.real_strokes import real_stroke_check
-    from sketchedit.stream import photo_pool
+    from sketchedit.stream import photo_split
 
-    heldout = split_photos(photo_pool(data.data_source), data.heldout_fraction, data.split_seed)[1]
+    heldout = photo_split(
+        data.data_source, data.split, heldout_fraction=data.heldout_fraction, seed=data.split_seed
+    )
     picks = [heldout[int(i)] for i in np.linspace(0, len(heldout) - 1, min(n, len(heldout)))]
     editor = SketchEditor(mask_estimator, generator, device=device, working_size=data.image_size)
     scores = real_stroke_check(editor, picks, size=2 * data.image_size)
@@ -453,7 +458,8 @@ def format_real_table(real: dict) -> str:
 def format_table(result: dict) -> str:
     """A Markdown table of :func:`evaluate`'s result (mean +- standard error)."""
     lines = [
-        f"Held-out synthetic edits ({result.get('data', {}).get('protocol', 'mild')} protocol): "
+        f"Synthetic edits of {result.get('data', {}).get('split', 'heldout')} photos "
+        f"({result.get('data', {}).get('protocol', 'mild')} protocol): "
         f"n = {result['n']}, {result['image_size']} px, seed {result['seed']}",
         "",
         "| method | mask IoU (>0.5) | PSNR in D (dB) | SSIM in D's box | sketch edge F1 |",
@@ -502,6 +508,13 @@ def main(argv: list[str] | None = None) -> int:
         help="also edit this many held-out photos with scripted strokes and report stroke "
         "adherence and locality (no ground truth; sketchedit.real_strokes)",
     )
+    p.add_argument(
+        "--split",
+        choices=("heldout", "validation", "test"),
+        default="heldout",
+        help="held-out photos to score: all of them (default; the photo pack's test split), "
+        "the validation half (recipe decisions) or the test half (final tables)",
+    )
     p.add_argument("--json", default=None, help="also write the result as JSON here")
     args = p.parse_args(argv)
     try:
@@ -516,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
         edge_method=cfg.get("edge_method", "canny"),
         image_size=args.image_size or cfg.get("image_size", 64),
         protocol=args.protocol,
+        split=args.split,
     )
     result = evaluate(
         m,

