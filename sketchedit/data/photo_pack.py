@@ -508,9 +508,9 @@ def scan_webp(data: bytes) -> Iterator[tuple[int, int]]:
     """``(offset, length)`` of each ``RIFF....WEBP`` chunk in ``data``, in order."""
     start = 0
     while (off := data.find(b"RIFF", start)) >= 0:
-        chunk = data[off : off + 12]
-        if is_webp(data[off:]) and len(chunk) == 12:
-            length = 8 + struct.unpack("<I", chunk[4:8])[0]
+        header = data[off : off + 12]
+        length = 8 + struct.unpack("<I", header[4:8])[0] if len(header) == 12 else 0
+        if header[8:12] == b"WEBP" and off + length <= len(data):
             yield off, length
             start = off + length
         else:
