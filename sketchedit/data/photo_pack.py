@@ -85,6 +85,7 @@ from PIL import Image
 
 from sketchedit.data.crops import limit_max_side
 from sketchedit.data.photos import _hash01, bundled_photos, package_dir
+from sketchedit.fileio import _current_umask
 from sketchedit.images import pil_to_rgb
 
 #: Format version of ``manifest.json``.
@@ -264,7 +265,8 @@ EXCLUDED: dict[str, str] = {
         )
     },  # fmt: skip
     # lomiri-wallpapers-16.04
-    "lomiri/analogpattern_by_Peter_Nerlich": "an abstract colour pattern, no scene",
+    "lomiri/analogpattern_by_Peter_Nerlich": "a coloured texture, no scene",
+    "lomiri/umang_by_Abhishek_Mudgal": "an abstract colour gradient, not a photograph",
     # palapeli-data: its backgrounds are tiled textures (the collection/ puzzles are photos).
     "palapeli/backgrounds/*": "a tiled texture, not a photograph",
     # opencv-doc: sample data for algorithms; keep only the photographs of scenes and objects.
@@ -930,6 +932,7 @@ def build_pack(
             "excluded": excluded + duplicates,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        os.chmod(tmp, 0o777 & ~_current_umask())  # mkdtemp makes it owner-only
         _swap_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
