@@ -249,6 +249,17 @@ def test_cli_build_and_info(tree, tmp_path, capsys):
     assert pp.main(["info", "--cache", str(tmp_path / "none")]) == 1
 
 
+def test_contact_sheets_show_every_photo(tree, tmp_path):
+    folder = build(tmp_path)
+    n = len(manifest_of(folder)["photos"])
+    sheets = pp.contact_sheets(tmp_path / "sheets", folder, per_side=2, thumb=40)
+    assert len(sheets) == -(-n // 4)  # 4 thumbnails a sheet
+    with Image.open(sheets[0]) as img:
+        assert img.size == (80, 2 * (40 + 14))
+    with pytest.raises(FileNotFoundError):
+        pp.contact_sheets(tmp_path / "s2", tmp_path / "no-pack")
+
+
 def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("SKETCHEDIT_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))

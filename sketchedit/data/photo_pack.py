@@ -7,6 +7,7 @@ photographs, and writes a compact, de-duplicated pack to a cache folder outside 
 
     python -m sketchedit.data.photo_pack build [--cache DIR] [--no-apt]
     python -m sketchedit.data.photo_pack info  [--cache DIR]
+    python -m sketchedit.data.photo_pack sheets OUT_DIR [--cache DIR]   # contact sheets
 
 (``make photos`` installs the packages first; ``apt-get`` needs root.) The photos themselves are
 never committed: only this recipe is. :func:`sketchedit.data.photos.pack_photos` loads the pack.
@@ -89,7 +90,7 @@ import numpy as np
 from PIL import Image
 
 from sketchedit.data.crops import limit_max_side
-from sketchedit.data.photos import _hash01, bundled_photos, package_dir
+from sketchedit.data.photos import PHOTO_SPLITS, _hash01, bundled_photos, package_dir
 from sketchedit.fileio import _current_umask
 from sketchedit.images import pil_to_rgb
 
@@ -108,7 +109,7 @@ DUPLICATE_BITS = 4
 #: Measured on the pack: the closest pair of different scenes is 7 bits apart (low-texture
 #: pictures: a dune and a misty lake), two frames of one scene 5 bits.
 GROUP_BITS = 6
-SPLITS = ("train", "validation", "test")
+SPLITS = PHOTO_SPLITS  # ("train", "validation", "test")
 #: [ours] Share of split groups per split, within each source.
 SPLIT_FRACTIONS = {"validation": 0.1, "test": 0.1}
 MANIFEST = "manifest.json"
@@ -1004,6 +1005,43 @@ def summary(manifest: dict) -> str:
     return "\n".join(lines)
 
 
+def contact_sheets(
+    out: str | os.PathLike,
+    cache: str | os.PathLike | None = None,
+    *,
+    per_side: int = 8,
+    thumb: int = 150,
+) -> list[Path]:
+    """Write PNG contact sheets of the pack (``per_side`` x ``per_side`` thumbnails with their
+    keys, in key order) to the folder ``out``; return their paths.
+
+    This is how :data:`EXCLUDED` was made: look at every sheet after a package update and list
+    what is not a photograph. Raises ``FileNotFoundError`` when there is no pack.
+    """
+    from PIL import ImageDraw
+
+    manifest = read_manifest(cache)
+    if manifest is None:
+        raise FileNotFoundError(f"no photo pack in {cache_dir(cache)}; build it first")
+    root, out = cache_dir(cache), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    photos, n, label = manifest["photos"], per_side * per_side, 14
+    paths = []
+    for start in range(0, len(photos), n):
+        sheet = Image.new("RGB", (per_side * thumb, per_side * (thumb + label)), "white")
+        draw = ImageDraw.Draw(sheet)
+        for i, entry in enumerate(photos[start : start + n]):
+            x, y = (i % per_side) * thumb, (i // per_side) * (thumb + label)
+            with Image.open(root / entry["file"]) as img:
+                img.thumbnail((thumb - 4, thumb - 4))
+                sheet.paste(img.convert("RGB"), (x + 2, y + 2))
+            draw.text((x + 2, y + thumb), entry["key"][-(thumb // 6) :], fill="black")
+        path = out / f"sheet_{start // n:03d}.png"
+        sheet.save(path)
+        paths.append(path)
+    return paths
+
+
 def pack_size(cache: str | os.PathLike | None = None) -> int:
     """Bytes of all files in the pack."""
     return sum(p.stat().st_size for p in cache_dir(cache).rglob("*") if p.is_file())
@@ -1021,9 +1059,16 @@ def main(argv: Iterable[str] | None = None) -> int:
     b.add_argument("--seed", type=int, default=0, help="seed of the train/validation/test split")
     i = sub.add_parser("info", help="photos per source and split, and the pack's size")
     i.add_argument("--cache", help="pack folder (default: ~/.cache/sketchedit/photos)")
+    c = sub.add_parser("sheets", help="PNG contact sheets of the pack, to check it by eye")
+    c.add_argument("out", help="folder for the sheets (e.g. /tmp/photo-sheets)")
+    c.add_argument("--cache", help="pack folder (default: ~/.cache/sketchedit/photos)")
     args = p.parse_args(None if argv is None else list(argv))
     if args.command == "build":
         build_pack(args.cache, apt=not args.no_apt, seed=args.seed)
+        return 0
+    if args.command == "sheets":
+        for path in contact_sheets(args.out, args.cache):
+            print(path)
         return 0
     manifest = read_manifest(args.cache)
     if manifest is None:
