@@ -443,3 +443,13 @@ def test_default_photos_falls_back_to_the_bundled_pool(tmp_path, monkeypatch):
     assert test  # every source with one held-out group keeps it for the test tables
     with pytest.raises(ValueError, match="split"):
         default_photos("heldout")
+
+
+def test_default_photos_of_a_given_pool_ignore_the_pack(tree, tmp_path, monkeypatch):
+    monkeypatch.setenv("SKETCHEDIT_CACHE", str(tmp_path / "cache"))
+    build(tmp_path)
+    pool = bundled_photos(sources=("skimage", "sporco"))
+    train, heldout = split_photos(pool, 0.2, seed=0)
+    assert default_photos("train", pool=pool) == train
+    got = default_photos("validation", pool=pool) + default_photos("test", pool=pool)
+    assert sorted(p.key for p in got) == sorted(p.key for p in heldout)

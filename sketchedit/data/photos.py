@@ -422,6 +422,7 @@ def split_heldout(heldout: Sequence[Photo], seed: int = 0) -> tuple[list[Photo],
 def default_photos(
     split: str,
     *,
+    pool: Sequence[Photo] | None = None,
     cache: str | os.PathLike | None = None,
     include_optional: bool = True,
     heldout_fraction: float = 0.2,
@@ -429,17 +430,19 @@ def default_photos(
 ) -> list[Photo]:
     """The photos of ``split`` (``"train"``, ``"validation"`` or ``"test"``) for training and
     evaluation: the photo pack's split when a pack exists (:func:`pack_photos`), else the
-    bundled pool's.
+    bundled pool's; with ``pool`` (e.g. ``folder_photos(root)``), that pool's.
 
-    Bundled pool: ``"train"`` is exactly the train side of :func:`split_photos` with
-    ``heldout_fraction`` and ``seed`` (today's training photos); its held-out side is cut into
-    ``"validation"`` and ``"test"`` by :func:`split_heldout`. ``include_optional`` applies to the
-    bundled pool only; the pack's split is fixed when it is built (its own seed).
+    Bundled pool or ``pool``: ``"train"`` is exactly the train side of :func:`split_photos`
+    with ``heldout_fraction`` and ``seed`` (for the bundled pool: today's training photos); the
+    held-out side is cut into ``"validation"`` and ``"test"`` by :func:`split_heldout`.
+    ``include_optional`` applies to the bundled pool only; the pack's split is fixed when it is
+    built (with its own seed).
     """
     _check_split(split, allow_none=False)
-    if pack_available(cache):
+    if pool is None and pack_available(cache):
         return pack_photos(split, cache)
-    train, heldout = split_photos(bundled_photos(include_optional), heldout_fraction, seed=seed)
+    photos = bundled_photos(include_optional) if pool is None else list(pool)
+    train, heldout = split_photos(photos, heldout_fraction, seed=seed)
     if split == "train":
         return train
     validation, test = split_heldout(heldout, seed)
