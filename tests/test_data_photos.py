@@ -2,6 +2,7 @@
 
 import importlib.util
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -275,3 +276,20 @@ def test_center_crop_and_limit_max_side():
     assert (out[..., 0] > 200).all() and (out[..., 1] < 15).all()
     assert limit_max_side(Image.new("RGB", (1000, 500)), 200).size == (200, 100)
     assert limit_max_side(Image.new("RGB", (100, 50)), 200).size == (100, 50)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation / test halves of the bundled pool's held-out side
+# --------------------------------------------------------------------------------------------
+def test_split_heldout_halves_each_source_by_group_whatever_the_order():
+    from sketchedit.data.photos import split_heldout
+
+    photos = [Photo(f"a/{i}", "a", Path(f"a{i}.png"), f"a/g{i // 2}") for i in range(12)]
+    photos += [Photo("b/0", "b", Path("b0.png"))]  # one group: kept for the test tables
+    val, test = split_heldout(photos, seed=0)
+    assert sorted(p.key for p in val + test) == sorted(p.key for p in photos)
+    assert not {p.split_group for p in val} & {p.split_group for p in test}
+    assert len({p.split_group for p in val}) == 3  # 6 groups of source a: half each
+    assert [p.key for p in test if p.source == "b"] == ["b/0"]
+    val_r, test_r = split_heldout(list(reversed(photos)), seed=0)
+    assert {p.key for p in val_r} == {p.key for p in val}

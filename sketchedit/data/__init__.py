@@ -2,7 +2,8 @@
 
 One module per step of the data pipeline (docs/method.md section 4):
 
-- :mod:`~sketchedit.data.photos`   offline bundled photos, a user's folder, train/held-out split
+- :mod:`~sketchedit.data.photos`   offline bundled photos, the photo pack, a user's folder, splits
+- :mod:`~sketchedit.data.photo_pack` builds the photo pack from pip and Debian packages
 - :mod:`~sketchedit.data.crops`    seeded random square crops resized to the training size
 - :mod:`~sketchedit.data.edges`    Canny / XDoG / HED edge maps as 1-px sketches
 - :mod:`~sketchedit.data.masks`    free-form strokes, squares, object-like blobs (random holes)
@@ -14,7 +15,14 @@ from sketchedit.data.crops import center_crop_resize, random_crop_resize
 from sketchedit.data.dataset import SAMPLE_KEYS, SketchEditDataset, make_dataloader
 from sketchedit.data.edges import extract_edges, hed_available
 from sketchedit.data.masks import blob_mask, free_form_mask, random_hole, square_mask
-from sketchedit.data.photos import Photo, bundled_photos, folder_photos, split_photos
+from sketchedit.data.photos import (
+    Photo,
+    bundled_photos,
+    default_photos,
+    folder_photos,
+    pack_photos,
+    split_photos,
+)
 from sketchedit.data.warp import WarpConfig, WarpPair, synthesize_warp_pair
 
 __all__ = [
@@ -25,12 +33,14 @@ __all__ = [
     "WarpPair",
     "blob_mask",
     "bundled_photos",
+    "default_photos",
     "center_crop_resize",
     "extract_edges",
     "folder_photos",
     "free_form_mask",
     "hed_available",
     "make_dataloader",
+    "pack_photos",
     "random_crop_resize",
     "random_hole",
     "split_photos",

