@@ -229,6 +229,7 @@ PRESETS: dict[str, TrainConfig] = {
         ckpt_every=5000,
         keep_last=3,
         out_dir="runs/paper",
+        data_source="auto",  # [ours] the photo pack when it has been built, else the pool
     ),
 }
 

@@ -156,11 +156,9 @@ def photo_split(
     if resolve_source(data_source) == "pack":
         return photos_mod.pack_photos("test" if split == "heldout" else split)
     pool = photo_pool(data_source, include_optional)
-    train, heldout = photos_mod.split_photos(pool, heldout_fraction, seed=seed)
-    if split in ("train", "heldout"):
-        return train if split == "train" else heldout
-    validation, test = photos_mod.split_heldout(heldout, seed)
-    return validation if split == "validation" else test
+    if split == "heldout":
+        return photos_mod.split_photos(pool, heldout_fraction, seed=seed)[1]
+    return photos_mod.default_photos(split, pool=pool, heldout_fraction=heldout_fraction, seed=seed)
 
 
 def synthetic_edits(
