@@ -290,7 +290,7 @@ def _samples(data: EvalData, split: int, n: int, seed: int) -> list[dict]:
 def load_models(path: str | Path, map_location="cpu") -> tuple[nn.Module, nn.Module, dict]:
     """(mask estimator, generator, training config dict or {}) from a checkpoint.
 
-    Accepts an inference checkpoint (:func:`sketchedit.weights.save_checkpoint`, e.g. the
+    Accepts an inference checkpoint (:func:`sketchedit.checkpoints.save_checkpoint`, e.g. the
     starter model), a training checkpoint, or a run folder.
     """
     from safetensors import safe_open
@@ -307,7 +307,7 @@ def load_models(path: str | Path, map_location="cpu") -> tuple[nn.Module, nn.Mod
     if "sketchedit_train" in meta:
         nets, tmeta = load_networks(p, map_location)
         return nets["M"].eval(), nets["G"].eval(), tmeta["config"]
-    from sketchedit.weights import load_checkpoint, read_checkpoint_metadata
+    from sketchedit.checkpoints import load_checkpoint, read_checkpoint_metadata
 
     nets = load_checkpoint(p, map_location=map_location)
     missing = {"mask_estimator", "generator"} - set(nets)

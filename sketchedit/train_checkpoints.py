@@ -8,7 +8,7 @@ without running any code from it. Every file is replaced atomically
 
 A run folder holds ``ckpt_latest.safetensors`` and, with ``keep_last > 0``, the newest
 ``ckpt_step_N.safetensors``; :func:`export_inference_checkpoint` turns one into the inference
-format of :mod:`sketchedit.weights` (mask estimator and generator only).
+format of :mod:`sketchedit.checkpoints` (mask estimator and generator only).
 """
 
 from __future__ import annotations
@@ -252,11 +252,11 @@ def export_inference_checkpoint(
 ) -> Path:
     """Write the trained mask estimator and generator as an inference checkpoint.
 
-    Uses :func:`sketchedit.weights.save_checkpoint` (``{"mask_estimator": M, "generator": G}``);
+    Uses :func:`sketchedit.checkpoints.save_checkpoint` (``{"mask_estimator": M, "generator": G}``);
     the training configuration and step go into its metadata. ``dtype="float16"`` halves the
     file (the loader copies into float32 parameters).
     """
-    from sketchedit.weights import save_checkpoint
+    from sketchedit.checkpoints import save_checkpoint
 
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
