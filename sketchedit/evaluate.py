@@ -293,22 +293,18 @@ def load_models(path: str | Path, map_location="cpu") -> tuple[nn.Module, nn.Mod
     Accepts an inference checkpoint (:func:`sketchedit.checkpoints.save_checkpoint`, e.g. the
     starter model), a training checkpoint, or a run folder.
     """
-    from safetensors import safe_open
+    from sketchedit.checkpoints import (
+        is_training_checkpoint,
+        load_checkpoint,
+        load_networks,
+        read_checkpoint_metadata,
+        resolve_checkpoint,
+    )
 
-    from sketchedit.train_checkpoints import load_networks, resolve_checkpoint
-
-    p = Path(path)
-    if p.is_dir():
-        p = resolve_checkpoint(p)
-    if not p.is_file():
-        raise FileNotFoundError(f"no checkpoint at {p}")
-    with safe_open(str(p), framework="pt") as f:
-        meta = f.metadata() or {}
-    if "sketchedit_train" in meta:
+    p = resolve_checkpoint(path)
+    if is_training_checkpoint(p):
         nets, tmeta = load_networks(p, map_location)
         return nets["M"].eval(), nets["G"].eval(), tmeta["config"]
-    from sketchedit.checkpoints import load_checkpoint, read_checkpoint_metadata
-
     nets = load_checkpoint(p, map_location=map_location)
     missing = {"mask_estimator", "generator"} - set(nets)
     if missing:

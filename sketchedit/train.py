@@ -6,7 +6,8 @@ The parts live in their own modules:
   estimator's, the discriminator's and the generator's step, the mode lottery, the stages;
 - :mod:`sketchedit.stream`: the data stream, a pure function of ``(seed, step)``;
 - :mod:`sketchedit.train_checkpoints`: training checkpoints (one ``.safetensors`` file, no
-  pickle) and their export to an inference checkpoint;
+  pickle) and their export to an inference checkpoint; :mod:`sketchedit.checkpoints` reads
+  them;
 - :mod:`sketchedit.run_folder`: the log, sample grids, the lock and the bookkeeping of a run
   folder.
 
@@ -39,6 +40,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from sketchedit.checkpoints import (
+    LATEST,
+    load_networks,
+    read_training_checkpoint,
+    read_training_metadata,
+    resolve_checkpoint,
+)
 from sketchedit.fileio import atomic_path
 from sketchedit.nets.vgg import cpu_low_precision_is_fast  # the one native-bf16 check
 from sketchedit.objective import (
@@ -79,12 +87,7 @@ from sketchedit.stream import (
     training_photos,
 )
 from sketchedit.train_checkpoints import (
-    LATEST,
     export_inference_checkpoint,
-    load_networks,
-    read_training_checkpoint,
-    read_training_metadata,
-    resolve_checkpoint,
     restore_training_state,
     rotate_step_checkpoints,
     save_training_checkpoint,
