@@ -48,7 +48,7 @@ from sketchedit.checkpoints import (
     resolve_checkpoint,
 )
 from sketchedit.fileio import atomic_path
-from sketchedit.nets.vgg import cpu_low_precision_is_fast  # the one native-bf16 check
+from sketchedit.nets.blocks import cpu_low_precision_is_fast  # the one native-bf16 check
 from sketchedit.objective import (
     StepRandomness,
     build_networks,
@@ -319,7 +319,7 @@ def _set_up_device(cfg: TrainConfig, dist_info: DistInfo) -> torch.device:
         torch.set_flush_denormal(True)  # [ours] see TrainConfig.flush_denormal
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    if cfg.amp == "bf16" and device.type == "cpu" and not _cpu_bf16_is_native():
+    if cfg.amp == "bf16" and device.type == "cpu" and not cpu_low_precision_is_fast(torch.bfloat16):
         import warnings
 
         warnings.warn(
@@ -395,10 +395,6 @@ def _restore_or_seed(cfg: TrainConfig, resume_path, nets, optims, device) -> int
 def _shown_losses(losses: dict[str, float]) -> dict[str, str]:
     """The few losses the progress bar shows."""
     return {k: f"{losses[k]:.3f}" for k in ("d_loss", "g_total", "m_composite") if k in losses}
-
-
-def _cpu_bf16_is_native() -> bool:
-    return cpu_low_precision_is_fast(torch.bfloat16)
 
 
 def _check_ranks_in_sync(checksum: str, out_dir: Path, dist_info: DistInfo, device) -> str:
