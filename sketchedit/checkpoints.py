@@ -178,34 +178,51 @@ def save_checkpoint(
     return Path(path)
 
 
-def _read_header(path: Path) -> dict:
-    """The parsed ``sketchedit`` metadata of a checkpoint, with clear errors."""
+def _raw_metadata(path: Path) -> dict[str, str]:
+    """The safetensors metadata of ``path`` (string to string), with a clear error."""
     from safetensors import safe_open
 
-    if not path.is_file():
-        raise FileNotFoundError(f"no such checkpoint file: {path}")
     try:
         with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get(METADATA_KEY)
-    except Exception as err:
+            return f.metadata() or {}
+    except Exception as err:  # safetensors raises its own error types for corrupt files
         raise CheckpointError(
             f"{path} is not a readable safetensors file (corrupt or truncated?): {err}"
         ) from err
+
+
+def _parse_metadata(path: Path, raw: str, what: str) -> dict:
+    """The JSON object ``raw`` (the file's ``what`` metadata), with clear errors."""
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: corrupt {what} metadata: {err}") from err
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: the {what} metadata is not a JSON object")
+    return meta
+
+
+def _require_networks(path: Path, meta: dict) -> dict:
+    """``meta`` itself, once it is known to list at least one network."""
+    if not isinstance(meta.get("networks"), dict) or not meta["networks"]:
+        raise CheckpointError(f"{path}: the metadata lists no networks")
+    return meta
+
+
+def _read_header(path: Path) -> dict:
+    """The parsed ``sketchedit`` metadata of a checkpoint, with clear errors."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no such checkpoint file: {path}")
+    raw = _raw_metadata(path).get(METADATA_KEY)
     if raw is None:
         raise CheckpointError(f"{path} is a safetensors file but not a sketchedit checkpoint")
-    try:
-        header = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path}: corrupt sketchedit metadata: {err}") from err
-    version = header.get("format_version") if isinstance(header, dict) else None
-    if version != FORMAT_VERSION:
+    header = _parse_metadata(path, raw, "sketchedit")
+    if header.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
-            f"{path} has checkpoint format version {version!r}; this sketchedit reads version "
-            f"{FORMAT_VERSION}"
+            f"{path} has checkpoint format version {header.get('format_version')!r}; this "
+            f"sketchedit reads version {FORMAT_VERSION}"
         )
-    if not isinstance(header.get("networks"), dict) or not header["networks"]:
-        raise CheckpointError(f"{path}: the metadata lists no networks")
-    return header
+    return _require_networks(path, header)
 
 
 def read_checkpoint_metadata(path: str | os.PathLike) -> dict:
@@ -350,17 +367,6 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     return p
 
 
-def _raw_metadata(p: Path) -> dict[str, str]:
-    """The safetensors metadata of ``p`` (string to string), with a clear error."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            return f.metadata() or {}
-    except Exception as err:  # safetensors raises its own error types for corrupt files
-        raise CheckpointError(f"{p}: not a readable safetensors file ({err})") from None
-
-
 def is_training_checkpoint(path: str | os.PathLike) -> bool:
     """True for a training checkpoint (or a run folder), False for an inference checkpoint."""
     return TRAIN_METADATA_KEY in _raw_metadata(resolve_checkpoint(path))
@@ -372,20 +378,13 @@ def _check_training_metadata(p: Path, raw: str | None) -> dict:
         raise CheckpointError(
             f"{p}: not a sketchedit training checkpoint (no {TRAIN_METADATA_KEY!r} metadata)"
         )
-    try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{p}: corrupt training metadata: {err}") from None
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{p}: the training metadata is not a JSON object")
+    meta = _parse_metadata(p, raw, "training")
     if meta.get("format") != TRAIN_CKPT_FORMAT or meta.get("version") != TRAIN_CKPT_VERSION:
         raise CheckpointError(
             f"{p}: training checkpoint format {meta.get('format')!r} v{meta.get('version')} "
             f"is not supported (expected {TRAIN_CKPT_FORMAT!r} v{TRAIN_CKPT_VERSION})"
         )
-    if not isinstance(meta.get("networks"), dict) or not meta["networks"]:
-        raise CheckpointError(f"{p}: the training metadata lists no networks")
-    return meta
+    return _require_networks(p, meta)
 
 
 def read_training_metadata(path: str | os.PathLike) -> dict:
@@ -403,7 +402,9 @@ def read_training_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.T
     try:
         tensors = load_file(str(p))
     except Exception as err:  # safetensors raises its own error types for corrupt files
-        raise CheckpointError(f"{p}: not a readable safetensors file ({err})") from None
+        raise CheckpointError(
+            f"{p}: cannot read the tensors (corrupt or truncated?): {err}"
+        ) from None
     return tensors, meta
 
 
