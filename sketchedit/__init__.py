@@ -19,6 +19,7 @@ Modules, one idea each (see README.md for the map to the paper):
 - :mod:`sketchedit.roi`      where on a large photo the networks run, and at what scale
 - :mod:`sketchedit.editor`   ``SketchEditor.edit``, mask revision, ``EditSession`` (undo/redo)
 - :mod:`sketchedit.widget`   the ipycanvas sketching widget (imported only when used)
+- :mod:`sketchedit.app`      the widget as a standalone web app (Voila)
 - :mod:`sketchedit.presets`, :mod:`sketchedit.train` training presets and the trainer, in parts:
   :mod:`sketchedit.objective` (one step), :mod:`sketchedit.stream` (the data stream),
   :mod:`sketchedit.train_checkpoints` (writing training checkpoints),
