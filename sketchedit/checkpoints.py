@@ -249,7 +249,7 @@ def rebuild_network(path: Path, name: str, spec, device) -> nn.Module:
     On ``device="meta"`` only the shapes exist: no memory is allocated however large the
     config, which is how the config is checked against the file before trusting it. Only the
     classes of :data:`CHECKPOINT_CLASSES` are built (a name is never looked up elsewhere).
-    Public so that other readers of this format (the trainer's) share the same checks.
+    Both readers here (:func:`load_checkpoint`, :func:`load_networks`) build through it.
     """
     cls = CHECKPOINT_CLASSES.get(spec.get("class") if isinstance(spec, dict) else None)
     if cls is None:
@@ -269,7 +269,7 @@ def tensors_under(stored: Mapping, prefix: str) -> dict:
     return {k[len(prefix) :]: v for k, v in stored.items() if k.startswith(prefix)}
 
 
-def check_specs_against_file(
+def _check_specs_against_file(
     path: Path, specs: Mapping, stored: Mapping[str, tuple[int, ...]], prefix: str
 ) -> None:
     """Check every network spec of the metadata against the stored tensors' shapes.
@@ -280,8 +280,6 @@ def check_specs_against_file(
     compared with the file's, so a lying config is refused before anything is allocated.
     Tensors under ``prefix`` that belong to no listed network are refused too.
     """
-    if not isinstance(specs, Mapping) or not specs:
-        raise CheckpointError(f"{path}: the metadata lists no networks")
     for name, spec in specs.items():
         on_meta = rebuild_network(path, name, spec, "meta")
         compare_shapes(
@@ -309,22 +307,22 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, nn
     """
     path = Path(path)
     header = _read_header(path)
-    return build_checked_networks(path, header["networks"], stored_shapes(path), "", map_location)
+    return _build_checked_networks(path, header["networks"], stored_shapes(path), "", map_location)
 
 
-def build_checked_networks(
+def _build_checked_networks(
     path: Path, specs: Mapping, stored: Mapping[str, tuple[int, ...]], prefix: str, map_location
 ) -> dict[str, nn.Module]:
     """The networks ``specs`` describe, checked first, then built with the file's tensors.
 
     ``stored``: the shapes of the network tensors of ``path`` (keyed ``prefix + name + "."
-    + key``). First :func:`check_specs_against_file` (nothing allocated), then the tensors
+    + key``). First :func:`_check_specs_against_file` (nothing allocated), then the tensors
     are read, each network is built on the CPU, loaded strictly, given ``source = path``
     and moved to ``map_location``.
     """
     from safetensors import safe_open
 
-    check_specs_against_file(path, specs, stored, prefix)
+    _check_specs_against_file(path, specs, stored, prefix)
     device = str(torch.device(map_location))
     try:
         with safe_open(str(path), framework="pt", device=device) as f:
@@ -419,5 +417,5 @@ def load_networks(path: str | os.PathLike, map_location="cpu") -> tuple[dict[str
     p = resolve_checkpoint(path)
     meta = read_training_metadata(p)
     stored = {k: v for k, v in stored_shapes(p).items() if k.startswith(TRAIN_NET_PREFIX)}
-    nets = build_checked_networks(p, meta["networks"], stored, TRAIN_NET_PREFIX, map_location)
+    nets = _build_checked_networks(p, meta["networks"], stored, TRAIN_NET_PREFIX, map_location)
     return nets, meta
