@@ -17,9 +17,14 @@ at once.
 ``torch.load(weights_only=True)`` (never unpickling arbitrary objects), unwrapping common
 containers and ``module.`` prefixes; :func:`from_official` builds the network from it.
 
-[ours] The training checkpoints (optimisers, step, RNG states) are read by the trainer today;
-they are safetensors files in this same format with extra networks, so their reader belongs
-here too once the trainer is split up.
+**Training checkpoints** (:mod:`sketchedit.train_checkpoints` writes them) are read here
+too: one ``.safetensors`` file whose metadata key ``"sketchedit_train"`` holds the training
+state as JSON (config, step, network classes and configs, optimiser groups, RNG states) and
+whose tensors are keyed ``"net.<M|G|D>.<key>"``, ``"optim.<name>.state.<i>.<key>"`` and
+``"rng.*"``. :func:`load_networks` rebuilds the networks with the same checks as
+:func:`load_checkpoint` (known classes only, configs checked against the stored shapes on the
+``meta`` device before anything is allocated). A run folder stands for its
+``ckpt_latest.safetensors`` (:func:`resolve_checkpoint`).
 """
 
 from __future__ import annotations
@@ -48,13 +53,21 @@ from sketchedit.nets.official import (
 __all__ = [
     "CHECKPOINT_CLASSES",
     "FORMAT_VERSION",
+    "LATEST",
+    "TRAIN_CKPT_FORMAT",
+    "TRAIN_CKPT_VERSION",
     "CheckpointError",
     "from_official",
+    "is_training_checkpoint",
     "load_checkpoint",
+    "load_networks",
     "load_official",
     "official_layer_table",
     "read_checkpoint_metadata",
+    "read_training_checkpoint",
+    "read_training_metadata",
     "rebuild_network",
+    "resolve_checkpoint",
     "save_checkpoint",
     "stored_shapes",
     "to_official",
@@ -165,34 +178,51 @@ def save_checkpoint(
     return Path(path)
 
 
-def _read_header(path: Path) -> dict:
-    """The parsed ``sketchedit`` metadata of a checkpoint, with clear errors."""
+def _raw_metadata(path: Path) -> dict[str, str]:
+    """The safetensors metadata of ``path`` (string to string), with a clear error."""
     from safetensors import safe_open
 
-    if not path.is_file():
-        raise FileNotFoundError(f"no such checkpoint file: {path}")
     try:
         with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get(METADATA_KEY)
-    except Exception as err:
+            return f.metadata() or {}
+    except Exception as err:  # safetensors raises its own error types for corrupt files
         raise CheckpointError(
             f"{path} is not a readable safetensors file (corrupt or truncated?): {err}"
         ) from err
+
+
+def _parse_metadata(path: Path, raw: str, what: str) -> dict:
+    """The JSON object ``raw`` (the file's ``what`` metadata), with clear errors."""
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: corrupt {what} metadata: {err}") from err
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: the {what} metadata is not a JSON object")
+    return meta
+
+
+def _require_networks(path: Path, meta: dict) -> dict:
+    """``meta`` itself, once it is known to list at least one network."""
+    if not isinstance(meta.get("networks"), dict) or not meta["networks"]:
+        raise CheckpointError(f"{path}: the metadata lists no networks")
+    return meta
+
+
+def _read_header(path: Path) -> dict:
+    """The parsed ``sketchedit`` metadata of a checkpoint, with clear errors."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no such checkpoint file: {path}")
+    raw = _raw_metadata(path).get(METADATA_KEY)
     if raw is None:
         raise CheckpointError(f"{path} is a safetensors file but not a sketchedit checkpoint")
-    try:
-        header = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path}: corrupt sketchedit metadata: {err}") from err
-    version = header.get("format_version") if isinstance(header, dict) else None
-    if version != FORMAT_VERSION:
+    header = _parse_metadata(path, raw, "sketchedit")
+    if header.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
-            f"{path} has checkpoint format version {version!r}; this sketchedit reads version "
-            f"{FORMAT_VERSION}"
+            f"{path} has checkpoint format version {header.get('format_version')!r}; this "
+            f"sketchedit reads version {FORMAT_VERSION}"
         )
-    if not isinstance(header.get("networks"), dict) or not header["networks"]:
-        raise CheckpointError(f"{path}: the metadata lists no networks")
-    return header
+    return _require_networks(path, header)
 
 
 def read_checkpoint_metadata(path: str | os.PathLike) -> dict:
@@ -219,7 +249,7 @@ def rebuild_network(path: Path, name: str, spec, device) -> nn.Module:
     On ``device="meta"`` only the shapes exist: no memory is allocated however large the
     config, which is how the config is checked against the file before trusting it. Only the
     classes of :data:`CHECKPOINT_CLASSES` are built (a name is never looked up elsewhere).
-    Public so that other readers of this format (the trainer's) share the same checks.
+    Both readers here (:func:`load_checkpoint`, :func:`load_networks`) build through it.
     """
     cls = CHECKPOINT_CLASSES.get(spec.get("class") if isinstance(spec, dict) else None)
     if cls is None:
@@ -234,6 +264,35 @@ def rebuild_network(path: Path, name: str, spec, device) -> nn.Module:
         raise CheckpointError(f"{path}: cannot rebuild {name!r} from its config: {err}") from err
 
 
+def tensors_under(stored: Mapping, prefix: str) -> dict:
+    """The entries of ``stored`` under ``prefix`` (e.g. ``"generator."``), prefix removed."""
+    return {k[len(prefix) :]: v for k, v in stored.items() if k.startswith(prefix)}
+
+
+def _check_specs_against_file(
+    path: Path, specs: Mapping, stored: Mapping[str, tuple[int, ...]], prefix: str
+) -> None:
+    """Check every network spec of the metadata against the stored tensors' shapes.
+
+    ``specs``: ``{name: {"class", "config"}}``; ``stored``: :func:`stored_shapes` of the file,
+    whose network tensors are keyed ``f"{prefix}{name}.{key}"``. Each network is built on the
+    ``meta`` device (no memory, however large its config claims to be) and its shapes
+    compared with the file's, so a lying config is refused before anything is allocated.
+    Tensors under ``prefix`` that belong to no listed network are refused too.
+    """
+    for name, spec in specs.items():
+        on_meta = rebuild_network(path, name, spec, "meta")
+        compare_shapes(
+            f"{path}, network {name!r} (its metadata config {spec.get('config')} does not match "
+            f"the stored tensors)",
+            {k: v.shape for k, v in on_meta.state_dict().items()},
+            tensors_under(stored, f"{prefix}{name}."),
+        )
+    stray = sorted(k for k in tensors_under(stored, prefix) if k.split(".", 1)[0] not in specs)
+    if stray:
+        raise CheckpointError(f"{path}: unexpected tensors: {', '.join(prefix + k for k in stray)}")
+
+
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, nn.Module]:
     """Rebuild the networks saved by :func:`save_checkpoint`.
 
@@ -246,31 +305,28 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, nn
     The order is the safe one: header, then every config checked against the stored shapes
     on the ``meta`` device, and only then are tensors read and networks allocated.
     """
-    from safetensors import safe_open
-
     path = Path(path)
     header = _read_header(path)
-    stored = stored_shapes(path)
-    specs = header["networks"]
-    for name, spec in specs.items():
-        on_meta = rebuild_network(path, name, spec, "meta")
-        shapes = {k: v.shape for k, v in on_meta.state_dict().items()}
-        prefix = f"{name}."
-        own = {k[len(prefix) :]: v for k, v in stored.items() if k.startswith(prefix)}
-        compare_shapes(
-            f"{path}, network {name!r} (its metadata config {spec.get('config')} does not match "
-            f"the stored tensors)",
-            shapes,
-            own,
-        )
-    stray = sorted(k for k in stored if k.split(".", 1)[0] not in specs)
-    if stray:
-        raise CheckpointError(f"{path}: unexpected tensors: {', '.join(stray)}")
+    return _build_checked_networks(path, header["networks"], stored_shapes(path), "", map_location)
 
+
+def _build_checked_networks(
+    path: Path, specs: Mapping, stored: Mapping[str, tuple[int, ...]], prefix: str, map_location
+) -> dict[str, nn.Module]:
+    """The networks ``specs`` describe, checked first, then built with the file's tensors.
+
+    ``stored``: the shapes of the network tensors of ``path`` (keyed ``prefix + name + "."
+    + key``). First :func:`_check_specs_against_file` (nothing allocated), then the tensors
+    are read, each network is built on the CPU, loaded strictly, given ``source = path``
+    and moved to ``map_location``.
+    """
+    from safetensors import safe_open
+
+    _check_specs_against_file(path, specs, stored, prefix)
     device = str(torch.device(map_location))
     try:
         with safe_open(str(path), framework="pt", device=device) as f:
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
+            tensors = {key: f.get_tensor(key) for key in stored}
     except Exception as err:
         raise CheckpointError(
             f"{path}: cannot read the tensors (corrupt or truncated?): {err}"
@@ -278,9 +334,88 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, nn
     networks: dict[str, nn.Module] = {}
     for name, spec in specs.items():
         net = rebuild_network(path, name, spec, "cpu")
-        prefix = f"{name}."
-        own = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-        net.load_state_dict(own)
+        net.load_state_dict(tensors_under(tensors, f"{prefix}{name}."))
         net.source = str(path)
         networks[name] = net.to(device)
     return networks
+
+
+# --------------------------------------------------------------------------------------------
+# Training checkpoints (written by sketchedit.train_checkpoints).
+# --------------------------------------------------------------------------------------------
+#: Safetensors metadata key of a training checkpoint, and its format tag and version.
+TRAIN_METADATA_KEY = "sketchedit_train"
+TRAIN_CKPT_FORMAT = "sketchedit-train-checkpoint"
+TRAIN_CKPT_VERSION = 1
+#: The checkpoint a run folder stands for.
+LATEST = "ckpt_latest.safetensors"
+#: Prefix of the networks' tensors in a training checkpoint (``"net.G.<key>"``).
+TRAIN_NET_PREFIX = "net."
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A run folder (-> its ``ckpt_latest.safetensors``) or a checkpoint file."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / LATEST
+    if not p.is_file():
+        raise FileNotFoundError(
+            f"no checkpoint at {p} (a checkpoint file, or a run folder with {LATEST})"
+        )
+    return p
+
+
+def is_training_checkpoint(path: str | os.PathLike) -> bool:
+    """True for a training checkpoint (or a run folder), False for an inference checkpoint."""
+    return TRAIN_METADATA_KEY in _raw_metadata(resolve_checkpoint(path))
+
+
+def _check_training_metadata(p: Path, raw: str | None) -> dict:
+    """The parsed training metadata of ``p``: right format and version, networks listed."""
+    if raw is None:
+        raise CheckpointError(
+            f"{p}: not a sketchedit training checkpoint (no {TRAIN_METADATA_KEY!r} metadata)"
+        )
+    meta = _parse_metadata(p, raw, "training")
+    if meta.get("format") != TRAIN_CKPT_FORMAT or meta.get("version") != TRAIN_CKPT_VERSION:
+        raise CheckpointError(
+            f"{p}: training checkpoint format {meta.get('format')!r} v{meta.get('version')} "
+            f"is not supported (expected {TRAIN_CKPT_FORMAT!r} v{TRAIN_CKPT_VERSION})"
+        )
+    return _require_networks(p, meta)
+
+
+def read_training_metadata(path: str | os.PathLike) -> dict:
+    """The metadata of a training checkpoint (or run folder) without reading its tensors."""
+    p = resolve_checkpoint(path)
+    return _check_training_metadata(p, _raw_metadata(p).get(TRAIN_METADATA_KEY))
+
+
+def read_training_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, metadata) of a training checkpoint; clear errors for anything else."""
+    from safetensors.torch import load_file
+
+    p = resolve_checkpoint(path)
+    meta = read_training_metadata(p)
+    try:
+        tensors = load_file(str(p))
+    except Exception as err:  # safetensors raises its own error types for corrupt files
+        raise CheckpointError(
+            f"{p}: cannot read the tensors (corrupt or truncated?): {err}"
+        ) from None
+    return tensors, meta
+
+
+def load_networks(path: str | os.PathLike, map_location="cpu") -> tuple[dict[str, nn.Module], dict]:
+    """Rebuild the networks (``M``, ``G``, ``D``) of a training checkpoint; (nets, metadata).
+
+    Nothing in the file is trusted: only the classes of :data:`CHECKPOINT_CLASSES` are built,
+    and every config is checked against the stored shapes on the ``meta`` device before a
+    network is allocated or a tensor read (as in :func:`load_checkpoint`). Each network's
+    ``source`` is the checkpoint's path.
+    """
+    p = resolve_checkpoint(path)
+    meta = read_training_metadata(p)
+    stored = {k: v for k, v in stored_shapes(p).items() if k.startswith(TRAIN_NET_PREFIX)}
+    nets = _build_checked_networks(p, meta["networks"], stored, TRAIN_NET_PREFIX, map_location)
+    return nets, meta

@@ -6,7 +6,8 @@ The parts live in their own modules:
   estimator's, the discriminator's and the generator's step, the mode lottery, the stages;
 - :mod:`sketchedit.stream`: the data stream, a pure function of ``(seed, step)``;
 - :mod:`sketchedit.train_checkpoints`: training checkpoints (one ``.safetensors`` file, no
-  pickle) and their export to an inference checkpoint;
+  pickle) and their export to an inference checkpoint; :mod:`sketchedit.checkpoints` reads
+  them;
 - :mod:`sketchedit.run_folder`: the log, sample grids, the lock and the bookkeeping of a run
   folder.
 
@@ -39,8 +40,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from sketchedit.checkpoints import (
+    LATEST,
+    load_networks,
+    read_training_checkpoint,
+    read_training_metadata,
+    resolve_checkpoint,
+)
 from sketchedit.fileio import atomic_path
-from sketchedit.nets.vgg import cpu_low_precision_is_fast  # the one native-bf16 check
+from sketchedit.nets.blocks import cpu_low_precision_is_fast  # the one native-bf16 check
 from sketchedit.objective import (
     StepRandomness,
     build_networks,
@@ -79,12 +87,7 @@ from sketchedit.stream import (
     training_photos,
 )
 from sketchedit.train_checkpoints import (
-    LATEST,
     export_inference_checkpoint,
-    load_networks,
-    read_training_checkpoint,
-    read_training_metadata,
-    resolve_checkpoint,
     restore_training_state,
     rotate_step_checkpoints,
     save_training_checkpoint,
@@ -316,7 +319,7 @@ def _set_up_device(cfg: TrainConfig, dist_info: DistInfo) -> torch.device:
         torch.set_flush_denormal(True)  # [ours] see TrainConfig.flush_denormal
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    if cfg.amp == "bf16" and device.type == "cpu" and not _cpu_bf16_is_native():
+    if cfg.amp == "bf16" and device.type == "cpu" and not cpu_low_precision_is_fast(torch.bfloat16):
         import warnings
 
         warnings.warn(
@@ -415,10 +418,6 @@ def _init_from_inference_checkpoint(path: str, nets: dict[str, nn.Module]) -> No
 def _shown_losses(losses: dict[str, float]) -> dict[str, str]:
     """The few losses the progress bar shows."""
     return {k: f"{losses[k]:.3f}" for k in ("d_loss", "g_total", "m_composite") if k in losses}
-
-
-def _cpu_bf16_is_native() -> bool:
-    return cpu_low_precision_is_fast(torch.bfloat16)
 
 
 def _check_ranks_in_sync(checksum: str, out_dir: Path, dist_info: DistInfo, device) -> str:

@@ -8,7 +8,11 @@ without running any code from it. Every file is replaced atomically
 
 A run folder holds ``ckpt_latest.safetensors`` and, with ``keep_last > 0``, the newest
 ``ckpt_step_N.safetensors``; :func:`export_inference_checkpoint` turns one into the inference
-format of :mod:`sketchedit.weights` (mask estimator and generator only).
+format of :mod:`sketchedit.checkpoints` (mask estimator and generator only).
+
+This module writes, restores and exports; *reading* the file (its metadata, its tensors, the
+networks, with every check against untrusted content) is :mod:`sketchedit.checkpoints`'
+job, the one module that knows the file format.
 """
 
 from __future__ import annotations
@@ -26,13 +30,41 @@ import numpy as np
 import torch
 from torch import nn
 
+# The file format is read in one place, sketchedit.checkpoints; the reading names stay
+# importable from here (the trainer, run_folder and older scripts use them).
+from sketchedit.checkpoints import (
+    LATEST,
+    TRAIN_CKPT_FORMAT,
+    TRAIN_CKPT_VERSION,
+    TRAIN_METADATA_KEY,
+    TRAIN_NET_PREFIX,
+    load_networks,
+    read_training_checkpoint,
+    read_training_metadata,
+    resolve_checkpoint,
+    save_checkpoint,
+    tensors_under,
+)
 from sketchedit.fileio import atomic_path
 from sketchedit.presets import TrainConfig
 
-#: Format tag of training checkpoints (safetensors metadata key ``sketchedit_train``).
-TRAIN_CKPT_FORMAT = "sketchedit-train-checkpoint"
-TRAIN_CKPT_VERSION = 1
-LATEST = "ckpt_latest.safetensors"
+__all__ = [
+    "LATEST",
+    "TRAIN_CKPT_FORMAT",
+    "TRAIN_CKPT_VERSION",
+    "checkpoint_tensors_and_meta",
+    "export_inference_checkpoint",
+    "load_networks",
+    "read_training_checkpoint",
+    "read_training_metadata",
+    "resolve_checkpoint",
+    "restore_training_state",
+    "rotate_step_checkpoints",
+    "save_training_checkpoint",
+    "step_checkpoints",
+    "weights_checksum",
+    "write_checkpoints",
+]
 #: Test hook: seconds to sleep inside the atomic checkpoint write (after the temporary file
 #: is complete, before it replaces the old one), so a test can kill the process mid-write.
 _WRITE_DELAY_ENV = "SKETCHEDIT_TEST_CKPT_WRITE_DELAY"
@@ -86,7 +118,7 @@ def checkpoint_tensors_and_meta(
     for name, net in nets.items():
         meta["networks"][name] = {"class": type(net).__name__, "config": net.config()}
         for k, v in net.state_dict().items():
-            tensors[f"net.{name}.{k}"] = v.detach().cpu().contiguous().clone()
+            tensors[f"{TRAIN_NET_PREFIX}{name}.{k}"] = v.detach().cpu().contiguous().clone()
     for name, opt in optims.items():
         sd = opt.state_dict()
         groups = []
@@ -121,86 +153,11 @@ def save_training_checkpoint(
     tensors, meta = checkpoint_tensors_and_meta(cfg, step, nets, optims)
     path = Path(path)
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"sketchedit_train": json.dumps(meta)})
+        save_file(tensors, str(tmp), metadata={TRAIN_METADATA_KEY: json.dumps(meta)})
         delay = float(os.environ.get(_WRITE_DELAY_ENV, "0") or 0)
         if delay > 0:  # test hook: widen the window in which a kill hits a write
             time.sleep(delay)
     return path
-
-
-# ------------------------------------------------------------------------------------------
-# Reading
-# ------------------------------------------------------------------------------------------
-
-
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A run folder (-> its ``ckpt_latest.safetensors``) or a checkpoint file."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / LATEST
-    if not p.is_file():
-        raise FileNotFoundError(f"no training checkpoint at {p}")
-    return p
-
-
-def read_training_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, metadata) of a training checkpoint; clear errors for anything else."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    p = resolve_checkpoint(path)
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            raw = (f.metadata() or {}).get("sketchedit_train")
-        tensors = load_file(str(p))
-    except Exception as err:  # safetensors raises its own error types for corrupt files
-        raise ValueError(f"{p}: not a readable safetensors file ({err})") from None
-    return tensors, _check_training_metadata(p, raw)
-
-
-def _check_training_metadata(p: Path, raw: str | None) -> dict:
-    if raw is None:
-        raise ValueError(
-            f"{p}: not a sketchedit training checkpoint (no 'sketchedit_train' metadata)"
-        )
-    meta = json.loads(raw)
-    if meta.get("format") != TRAIN_CKPT_FORMAT or meta.get("version") != TRAIN_CKPT_VERSION:
-        raise ValueError(
-            f"{p}: training checkpoint format {meta.get('format')!r} v{meta.get('version')} "
-            f"is not supported (expected {TRAIN_CKPT_FORMAT!r} v{TRAIN_CKPT_VERSION})"
-        )
-    return meta
-
-
-def read_training_metadata(path: str | os.PathLike) -> dict:
-    """The metadata of a training checkpoint (or run folder) without reading its tensors."""
-    from safetensors import safe_open
-
-    p = resolve_checkpoint(path)
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            raw = (f.metadata() or {}).get("sketchedit_train")
-    except Exception as err:  # safetensors raises its own error types for corrupt files
-        raise ValueError(f"{p}: not a readable safetensors file ({err})") from None
-    return _check_training_metadata(p, raw)
-
-
-def _split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-
-def load_networks(path: str | os.PathLike, map_location="cpu") -> tuple[dict[str, nn.Module], dict]:
-    """Rebuild M, G, D from a training checkpoint (strict); returns (nets, metadata)."""
-    from sketchedit import nets as nets_mod
-
-    tensors, meta = read_training_checkpoint(path)
-    nets: dict[str, nn.Module] = {}
-    for name, info in meta["networks"].items():
-        cls = getattr(nets_mod, info["class"])
-        net = cls(**info["config"])
-        net.load_state_dict(_split_prefix(tensors, f"net.{name}."), strict=True)
-        nets[name] = net.to(map_location)
-    return nets, meta
 
 
 def restore_training_state(
@@ -218,11 +175,11 @@ def restore_training_state(
                 f"checkpoint network {name} {info and info['config']} does not match the "
                 f"configured one {net.config()}; resume with the checkpoint's configuration"
             )
-        net.load_state_dict(_split_prefix(tensors, f"net.{name}."), strict=True)
+        net.load_state_dict(tensors_under(tensors, f"{TRAIN_NET_PREFIX}{name}."), strict=True)
     for name, opt in optims.items():
         ometa = meta["optimizers"][name]
         state: dict[int, dict] = {}
-        for k, v in _split_prefix(tensors, f"optim.{name}.state.").items():
+        for k, v in tensors_under(tensors, f"optim.{name}.state.").items():
             idx, key = k.split(".", 1)
             state.setdefault(int(idx), {})[key] = v.to(device) if key != "step" else v
         for k, v in ometa["nonscalar"].items():
@@ -252,12 +209,10 @@ def export_inference_checkpoint(
 ) -> Path:
     """Write the trained mask estimator and generator as an inference checkpoint.
 
-    Uses :func:`sketchedit.weights.save_checkpoint` (``{"mask_estimator": M, "generator": G}``);
+    Uses :func:`sketchedit.checkpoints.save_checkpoint` (``{"mask_estimator": M, "generator": G}``);
     the training configuration and step go into its metadata. ``dtype="float16"`` halves the
     file (the loader copies into float32 parameters).
     """
-    from sketchedit.weights import save_checkpoint
-
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
     nets, meta = load_networks(run_dir_or_ckpt)

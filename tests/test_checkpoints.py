@@ -1,4 +1,5 @@
-"""Official checkpoint mapping (nets/official.py) and our safetensors format (checkpoints.py)."""
+"""Official checkpoint mapping (nets/official.py) and our safetensors formats (checkpoints.py):
+inference checkpoints and the reading of training checkpoints."""
 
 import json
 import os
@@ -9,9 +10,13 @@ import torch
 
 from sketchedit.checkpoints import (
     CheckpointError,
+    is_training_checkpoint,
     load_checkpoint,
+    load_networks,
     load_official,
     read_checkpoint_metadata,
+    read_training_checkpoint,
+    read_training_metadata,
     save_checkpoint,
 )
 from sketchedit.nets import Discriminator, Generator, MaskEstimator, official
@@ -271,3 +276,53 @@ def test_official_conv1_of_the_wrong_width_names_the_tensor_and_both_widths():
 def test_nets_take_official_state_dicts_only_and_name_the_reader(tmp_path):
     with pytest.raises(TypeError, match=r"load_official"):
         MaskEstimator.from_official(tmp_path / "latest_net_M.pth")
+
+
+# --------------------------------------------------------------------------------------------
+# Training checkpoints: read by this module too, with the same distrust (the lying files are
+# rows of the bad-input matrix, tests/test_bad_inputs.py).
+# --------------------------------------------------------------------------------------------
+@pytest.fixture
+def training_checkpoint(tmp_path):
+    """A real training checkpoint (M, G, D of width 8, optimisers, RNG) in a run folder."""
+    from sketchedit.objective import build_networks, make_optimizers
+    from sketchedit.presets import get_config
+    from sketchedit.train_checkpoints import save_training_checkpoint
+
+    cfg = get_config("tiny", cnum=8, disc_cnum=8, image_size=32)
+    nets = build_networks(cfg)
+    path = tmp_path / "run" / "ckpt_latest.safetensors"
+    path.parent.mkdir()
+    return save_training_checkpoint(path, cfg, 3, nets, make_optimizers(cfg, nets)), nets
+
+
+def _with_training_metadata(path, mutate):
+    """Rewrite the training metadata of ``path`` in place (to build lying files)."""
+    from safetensors.torch import load_file, save_file
+
+    meta = read_training_metadata(path)
+    mutate(meta)
+    save_file(load_file(str(path)), str(path), metadata={"sketchedit_train": json.dumps(meta)})
+
+
+def test_training_checkpoint_round_trip_through_the_reader(training_checkpoint):
+    path, nets = training_checkpoint
+    loaded, meta = load_networks(path.parent)  # a run folder stands for its latest checkpoint
+    assert meta["step"] == 3 and loaded.keys() == nets.keys() == {"M", "G", "D"}
+    for name, net in nets.items():
+        assert type(loaded[name]) is type(net) and loaded[name].source == str(path)
+        sd, sd2 = net.state_dict(), loaded[name].state_dict()
+        assert all(torch.equal(sd[k], sd2[k]) for k in sd), name
+
+
+def test_training_checkpoint_readers_name_the_file(training_checkpoint, tmp_path):
+    path, _ = training_checkpoint
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint at .*empty.*ckpt_latest"):
+        load_networks((tmp_path / "empty").mkdir() or tmp_path / "empty")
+    inference = save_checkpoint(tmp_path / "inf.safetensors", {"m": MaskEstimator(cnum=4)})
+    assert is_training_checkpoint(path) and not is_training_checkpoint(inference)
+    with pytest.raises(CheckpointError, match=r"inf\.safetensors: not a sketchedit training"):
+        read_training_metadata(inference)
+    _with_training_metadata(path, lambda meta: meta.update(version=99))
+    with pytest.raises(CheckpointError, match=r"format 'sketchedit-train-checkpoint' v99"):
+        read_training_checkpoint(path)

@@ -148,8 +148,8 @@ def test_format_table():
 
 def test_evaluate_tiny_model_and_cli(tmp_path, capsys):
     """End to end on 4 held-out samples of the bundled photos, with an untrained tiny model."""
+    from sketchedit.checkpoints import save_checkpoint
     from sketchedit.nets import Generator, MaskEstimator
-    from sketchedit.weights import save_checkpoint
 
     torch.manual_seed(0)
     m, g = MaskEstimator(cnum=8), Generator(cnum=8)
@@ -219,8 +219,8 @@ def test_evaluate_needs_no_trainer(tmp_path):
 def test_visible_protocol_and_real_strokes_through_the_cli(tmp_path, capsys):
     """`--protocol visible`: edits the unchanged input does not already draw; `--real-photos`:
     the no-ground-truth check, both in the printed tables and the JSON."""
+    from sketchedit.checkpoints import save_checkpoint
     from sketchedit.nets import Generator, MaskEstimator
-    from sketchedit.weights import save_checkpoint
 
     torch.manual_seed(0)
     m, g = MaskEstimator(cnum=8), Generator(cnum=8)

@@ -468,7 +468,7 @@ def test_vgg_term_is_wired(photo_dir, tmp_path):
 
 
 def test_export_inference_checkpoint(photo_dir, tmp_path):
-    from sketchedit.weights import load_checkpoint
+    from sketchedit.checkpoints import load_checkpoint
 
     res = T.train(small_config(photo_dir, tmp_path / "run", steps=1), progress=False)
     nets, _ = T.load_networks(res.out_dir)
