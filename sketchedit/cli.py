@@ -467,8 +467,8 @@ def _add_reproduce(commands) -> None:
         "images/, edges/, optional results/) as the official test script does, with the "
         "official weights; write OUT/results/ and OUT/masks/ and, where results/ exists, "
         "print how far each result is from the official one. Exit status 0 when every "
-        "sample is within 1 level, 1 when one is not; every bad input: one 'error:' line, "
-        "exit status 2.",
+        "sample is within 1 level, 1 when one is not or has no official result; every bad "
+        "input: one 'error:' line, exit status 2.",
     )
     reproduce.add_argument(
         "--checkpoints", required=True, nargs="+", metavar="PATH", help=OFFICIAL_HELP

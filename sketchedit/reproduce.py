@@ -14,7 +14,13 @@ soft masks, which the official script computes but does not save by default). Wh
 ``DIR/results/`` exists it prints, per sample, the largest absolute difference from the
 official result in 8-bit levels and the PSNR, then a summary line. With the official weights
 our results should equal the official ones to within :data:`TOLERANCE` (one level): our
-networks match the official code's outputs to within 5e-7 on the same weights and inputs.
+networks match the official code's outputs to within 5e-7 on the same weights and inputs, i.e.
+below 1e-4 of a level, which truncation to 8 bits turns into 0 or, at a level boundary, 1.
+Not verified here: the official weights are not reachable offline. Two caveats for a real run:
+the official results were computed on a GPU (``gpu_ids`` defaults to 0 in
+``options/base_options.py``), whose convolution arithmetic differs slightly from a CPU's; and
+where the soft mask is within rounding of 0.5 the hard mask can flip, which changes the
+generator's input there and can move nearby pixels by more than one level.
 
 Facts about the official test this module follows (read in zengxianyu/sketchedit, CC BY-NC:
 facts only, no code taken) [code]:
@@ -33,6 +39,9 @@ facts only, no code taken) [code]:
 - ``models/editline2_model.py`` (inference mode): the mask estimator gives the soft mask
   ``m``; the generator gets the hard mask ``m > 0.5`` (as both its hole and its style mask),
   and the result is ``fine * m + image * (1 - m)`` with the **soft** mask.
+- The output folders the scripts pass (``../datasets/face_release/results`` in
+  ``test_celeb.sh``, ``./datasets/geneeral_release/results`` in ``test_places.sh``) are not the
+  samples' own ``results/``, so which run produced the shipped ``results/`` is not recorded.
 - ``test.py``: the result is mapped to 8 bits as ``((x + 1) / 2 * 255)`` cast to ``uint8``
   (truncation, not rounding) and written as PNG with OpenCV (RGB to BGR for OpenCV, so the
   file holds the RGB image); the mask, when asked for, as ``m * 255`` cast to ``uint8``.
