@@ -185,6 +185,13 @@ def _from_archive(archive: Path) -> OfficialWeights:
     try:
         with zipfile.ZipFile(archive) as zf:
             members = {role: _find_member(archive, zf, name) for role, name in FILES.items()}
+            folders = {PurePosixPath(m.filename).parent for m in members.values()}
+            if len(folders) > 1:
+                raise CheckpointError(
+                    f"the archive {archive} holds {members['M'].filename} and "
+                    f"{members['G'].filename}: two different models' files; an official "
+                    f"archive holds both in one folder"
+                )
             found = {
                 role: (_read_member(archive, zf, m), f"{archive}:{m.filename}")
                 for role, m in members.items()

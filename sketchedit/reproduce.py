@@ -69,6 +69,7 @@ from PIL import Image
 
 from sketchedit.fileio import atomic_path
 from sketchedit.inference import MULTIPLE, run_sketchedit
+from sketchedit.nets.generator import MIN_SIDE
 
 __all__ = [
     "TOLERANCE",
@@ -154,11 +155,11 @@ def _sample(folder: Path, listing: Path, line_no: int, entry: str) -> Sample:
             f"sketch {edge} is {edge_size[0]}x{edge_size[1]} px but photo {image} is "
             f"{width}x{height} px; draw the sketch at the photo's size"
         )
-    if width % MULTIPLE or height % MULTIPLE or min(width, height) < 2 * MULTIPLE:
+    if width % MULTIPLE or height % MULTIPLE or min(width, height) < MIN_SIDE:
         raise SampleError(
             f"photo {image} is {width}x{height} px: the official test runs each photo at its "
             f"own size, and the networks need sides that are multiples of {MULTIPLE} (at least "
-            f"{2 * MULTIPLE}); use 'sketchedit edit' for photos of any size"
+            f"{MIN_SIDE}); use 'sketchedit edit' for photos of any size"
         )
     return Sample(name, image, edge, (width, height))
 

@@ -227,3 +227,12 @@ def test_the_conv1_width_check_still_applies_inside_an_archive(tmp_path, files):
     )
     with pytest.raises(CheckpointError, match=r"conv1\.weight has 50 .*cnum=50.*reads 24"):
         SketchEditor.from_official(archive)
+
+
+def test_an_archive_mixing_two_models_files_is_refused(tmp_path, files):
+    archive = write_archive(
+        tmp_path / "mixed.zip",
+        {"celeb/latest_net_M.pth": files[FILES[0]], "places/latest_net_G.pth": files[FILES[1]]},
+    )
+    with pytest.raises(CheckpointError, match=r"two different models' files"):
+        SketchEditor.from_official(archive)
