@@ -501,12 +501,13 @@ def reproduce_command(args: argparse.Namespace) -> int:
 
     try:
         resolve_device(args.device)
+    except (RuntimeError, ValueError) as err:
+        raise UserError(f"--device {args.device}: {err}") from err
+    try:
         samples = read_samples(args.samples)
         check_outputs(samples, Path(args.samples), Path(args.out), args.overwrite)
     except SampleError as err:
         raise UserError(str(err)) from err
-    except (RuntimeError, ValueError) as err:
-        raise UserError(f"--device {args.device}: {err}") from err
     editor = load_official_editor(args.checkpoints, args.device, "--checkpoints")
     print(f"weights: {editor.source}")
     try:

@@ -135,7 +135,10 @@ def read_samples(folder: str | os.PathLike) -> list[Sample]:
             f"{listing} does not exist: a samples folder holds list.txt, images/ and edges/ "
             f"(the layout of the official release samples)"
         )
-    lines = [line.strip() for line in listing.read_text(encoding="utf-8").splitlines()]
+    try:
+        lines = [line.strip() for line in listing.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise SampleError(f"cannot read {listing} as UTF-8 text: {err}") from err
     samples = [_sample(folder, listing, n, line) for n, line in enumerate(lines, 1) if line]
     if not samples:
         raise SampleError(f"{listing} lists no sample")

@@ -195,6 +195,9 @@ def _break(case, samples):
     if case == "name with a folder":
         (samples / "list.txt").write_text("../11.png\n")
         return "not a plain file name"
+    if case == "list not text":
+        (samples / "list.txt").write_bytes(b"\xff\xfe\x00binary")
+        return "cannot read"
     if case == "empty list":
         (samples / "list.txt").write_text("\n\n")
         return "lists no sample"
@@ -210,6 +213,7 @@ BAD = [
     "unreadable image",
     "name with a folder",
     "empty list",
+    "list not text",
 ]
 
 
@@ -258,3 +262,10 @@ def test_bad_checkpoints_are_one_error_line(capsys, tmp_path):
     _assert_one_error_line(rc, stdout, stderr, "is not a zip archive")
     rc, stdout, stderr = _reproduce(capsys, tmp_path / "none.zip", samples, tmp_path / "out")
     _assert_one_error_line(rc, stdout, stderr, "none.zip does not exist")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_one_error_line(capsys, tmp_path, archive, no_model):
+    samples = make_samples(tmp_path / "samples")
+    rc, stdout, stderr = _reproduce(capsys, archive, samples, tmp_path / "out", "--device", "cuda")
+    _assert_one_error_line(rc, stdout, stderr, "CUDA is not available")
