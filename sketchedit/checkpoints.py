@@ -92,17 +92,26 @@ def from_official(cls: type[nn.Module], state_dict_or_path) -> nn.Module:
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net", "network", "params", "weights")
 
 
-def load_official(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def load_official(
+    path: str | os.PathLike | bytes, *, name: str | None = None
+) -> dict[str, torch.Tensor]:
     """Read an official ``.pth`` state dict safely (``torch.load(weights_only=True)``).
 
+    ``path`` is the file, or its bytes (e.g. a member read from the official ``.zip``
+    archive, :mod:`sketchedit.official_release`); ``name`` is what messages call the bytes.
     Accepts a bare state dict, a dict wrapping one under a common key (``state_dict``,
     ``model``, ``net``...), and keys prefixed with ``module.``.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such checkpoint file: {path}")
+    import io
+
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        source, path = io.BytesIO(path), name or "official checkpoint bytes"
+    else:
+        path = source = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no such checkpoint file: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors, zip errors, truncation...
         raise CheckpointError(f"cannot read {path} as a PyTorch state dict: {err}") from err
     for _ in range(3):  # unwrap at most a few levels of {"state_dict": {...}}

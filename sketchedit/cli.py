@@ -1,8 +1,14 @@
-"""The command line: ``python -m sketchedit edit | train | evaluate`` (also ``sketchedit ...``).
+"""The command line: ``python -m sketchedit edit | reproduce | train | evaluate``.
 
 ``edit`` edits one photo with a sketch file, with no Python to write::
 
     sketchedit edit photo.jpg --sketch strokes.png -o edited.png --mask-out mask.png
+
+``reproduce`` runs a folder laid out like the official release samples (``list.txt``,
+``images/``, ``edges/``, optional ``results/``) through the official test protocol with the
+official weights, and compares with the official results (:mod:`sketchedit.reproduce`)::
+
+    sketchedit reproduce --checkpoints celeb.zip --samples face_release --out reproduced
 
 ``train`` and ``evaluate`` pass their arguments on to ``python -m sketchedit.train`` and
 ``python -m sketchedit.evaluate`` unchanged.
@@ -81,6 +87,12 @@ SKETCH_HELP = (
 )
 
 
+OFFICIAL_HELP = (
+    "the official weights: celeb.zip or places.zip as the official download script saves "
+    "them, their extracted folder, or the two files latest_net_M.pth latest_net_G.pth"
+)
+
+
 class UserError(Exception):
     """A bad input: reported as one ``error: ...`` line and exit status 2, no traceback."""
 
@@ -141,12 +153,7 @@ def build_parser() -> Parser:
     model.add_argument(
         "--checkpoint", metavar="PATH", help="a sketchedit checkpoint (default: the starter)"
     )
-    model.add_argument(
-        "--official",
-        nargs=2,
-        metavar=("M.pth", "G.pth"),
-        help="the official mask-estimator and generator checkpoints",
-    )
+    model.add_argument("--official", nargs="+", metavar="PATH", help=OFFICIAL_HELP)
     edit.add_argument(
         "--strategy",
         choices=STRATEGIES,
@@ -168,6 +175,7 @@ def build_parser() -> Parser:
         help="soften the blend edge by PX pixels (default 0)",
     )
     edit.set_defaults(run=edit_command)
+    _add_reproduce(commands)
     for name, (_, help_text) in PASS_THROUGH.items():
         commands.add_parser(name, help=help_text, add_help=False)
     return parser
@@ -405,19 +413,34 @@ def load_editor(args: argparse.Namespace):
     except (RuntimeError, ValueError) as err:
         raise UserError(f"--device {args.device}: {err}") from err
     if args.official:
-        what = "official checkpoints " + " and ".join(args.official)
-    else:
-        what = f"checkpoint {args.checkpoint or 'starter'}"
-    for path in args.official or ([args.checkpoint] if args.checkpoint else []):
-        if not Path(path).is_file():
-            raise UserError(f"checkpoint file {path} does not exist")
+        return load_official_editor(args.official, args.device, "--official")
+    what = f"checkpoint {args.checkpoint or 'starter'}"
+    if args.checkpoint and not Path(args.checkpoint).is_file():
+        raise UserError(f"checkpoint file {args.checkpoint} does not exist")
     try:
-        if args.official:
-            return SketchEditor.from_official(*args.official, device=args.device)
         return SketchEditor.from_pretrained(args.checkpoint, device=args.device)
     except (OSError, ValueError, RuntimeError, KeyError) as err:
         # A corrupt, truncated or foreign file: CheckpointError (a ValueError) names the
         # problem; safetensors and torch raise OSError/RuntimeError for unreadable bytes.
+        raise UserError(f"cannot load {what}: {_first_sentence_of_cause(err)}") from err
+
+
+def load_official_editor(paths: list[str], device: str, option: str):
+    """``SketchEditor.from_official`` on the 1 (archive or folder) or 2 (files) ``paths``."""
+    from sketchedit.editor import SketchEditor
+
+    if len(paths) > 2:
+        raise UserError(
+            f"{option} takes the archive or folder, or the two files M.pth G.pth; got "
+            f"{len(paths)} paths"
+        )
+    for path in paths:
+        if not Path(path).exists():
+            raise UserError(f"checkpoint file {path} does not exist")
+    try:
+        return SketchEditor.from_official(*paths, device=device)
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        what = "official checkpoints " + " and ".join(paths)
         raise UserError(f"cannot load {what}: {_first_sentence_of_cause(err)}") from err
 
 
@@ -431,3 +454,72 @@ def _first_sentence_of_cause(err: Exception) -> str:
     if cause and cause in text:
         text = text.replace(cause, cause.split(". ")[0].rstrip("."))
     return text
+
+
+# --------------------------------------------------------------------------------------------
+# reproduce
+# --------------------------------------------------------------------------------------------
+def _add_reproduce(commands) -> None:
+    reproduce = commands.add_parser(
+        "reproduce",
+        help="run the official test protocol on a samples folder and compare",
+        description="Run a folder laid out like the official release samples (list.txt, "
+        "images/, edges/, optional results/) as the official test script does, with the "
+        "official weights; write OUT/results/ and OUT/masks/ and, where results/ exists, "
+        "print how far each result is from the official one. Exit status 0 when every "
+        "sample is within 1 level, 1 when one is not or has no official result; every bad "
+        "input: one 'error:' line, exit status 2.",
+    )
+    reproduce.add_argument(
+        "--checkpoints", required=True, nargs="+", metavar="PATH", help=OFFICIAL_HELP
+    )
+    reproduce.add_argument(
+        "--samples",
+        required=True,
+        metavar="DIR",
+        help="the samples folder (list.txt, images/, edges/, optional results/)",
+    )
+    reproduce.add_argument(
+        "--out", required=True, metavar="OUT", help="where results/ and masks/ are written"
+    )
+    reproduce.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default: cpu")
+    reproduce.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    reproduce.set_defaults(run=reproduce_command)
+
+
+def reproduce_command(args: argparse.Namespace) -> int:
+    """``sketchedit reproduce``: check the samples and outputs, then run and compare."""
+    from sketchedit.editor import resolve_device
+    from sketchedit.reproduce import (
+        SampleError,
+        all_agree,
+        check_outputs,
+        format_table,
+        read_samples,
+        reproduce_folder,
+    )
+
+    try:
+        resolve_device(args.device)
+    except (RuntimeError, ValueError) as err:
+        raise UserError(f"--device {args.device}: {err}") from err
+    try:
+        samples = read_samples(args.samples)
+        check_outputs(samples, Path(args.samples), Path(args.out), args.overwrite)
+    except SampleError as err:
+        raise UserError(str(err)) from err
+    editor = load_official_editor(args.checkpoints, args.device, "--checkpoints")
+    print(f"weights: {editor.source}")
+    try:
+        rows = reproduce_folder(editor, args.samples, args.out, overwrite=args.overwrite)
+    except SampleError as err:  # checked above; a file changed meanwhile
+        raise UserError(str(err)) from err
+    print(
+        f"wrote {len(samples)} results to {Path(args.out) / 'results'} and masks to "
+        f"{Path(args.out) / 'masks'}"
+    )
+    if rows is None:
+        print(f"no {Path(args.samples) / 'results'} folder: nothing to compare with")
+        return 0
+    print("\n".join(format_table(rows)))
+    return 0 if all_agree(rows) else 1

@@ -302,6 +302,10 @@ class SketchEditor:
     the same inputs always give the same output.
     """
 
+    #: ``{"M": sha256, "G": sha256}`` of the official files an editor was loaded from
+    #: (:meth:`from_official`); ``None`` for other weights.
+    official_sha256: dict[str, str] | None = None
+
     def __init__(
         self,
         mask_estimator: torch.nn.Module,
@@ -387,25 +391,33 @@ class SketchEditor:
     @classmethod
     def from_official(
         cls,
-        mask_estimator_path: str | os.PathLike,
-        generator_path: str | os.PathLike,
+        path: str | os.PathLike,
+        generator_path: str | os.PathLike | None = None,
         device="cpu",
     ) -> SketchEditor:
-        """Load the two official ``.pth`` checkpoints (faces or scenes) of the authors' code.
+        """Load the official weights of the authors' code (faces: celeb, scenes: places).
 
-        Both official models were trained on 256 px images (paper, section 4), so the editor's
-        working size is 256.
+        ``path`` is the archive as the official download script saves it (``celeb.zip`` /
+        ``places.zip``), its extracted folder (``checkpoints/celeb/``, or ``checkpoints/`` when
+        it holds one model), or, with ``generator_path``, the mask estimator's
+        ``latest_net_M.pth`` (then ``generator_path`` is ``latest_net_G.pth``). Read safely with
+        ``torch.load(weights_only=True)`` (:mod:`sketchedit.official_release`).
+
+        The editor's ``official_sha256`` is ``{"M": ..., "G": ...}``, the sha256 of each file
+        read; its ``source`` names both files with the start of their digests. Both official
+        models were trained on 256 px images (paper, section 4), so the working size is 256.
         """
-        from sketchedit.checkpoints import load_official
         from sketchedit.nets import Generator, MaskEstimator
+        from sketchedit.official_release import read_official_release
 
-        for p in (mask_estimator_path, generator_path):
-            if not Path(p).is_file():
-                raise FileNotFoundError(f"no official checkpoint file at {p}")
-        mask_estimator = MaskEstimator.from_official(load_official(mask_estimator_path))
-        generator = Generator.from_official(load_official(generator_path))
-        mask_estimator.source, generator.source = str(mask_estimator_path), str(generator_path)
-        return cls(mask_estimator, generator, device=device, working_size=OFFICIAL_WORKING_SIZE)
+        weights = read_official_release(path, generator_path)
+        mask_estimator = MaskEstimator.from_official(weights.mask_estimator)
+        generator = Generator.from_official(weights.generator)
+        for net, role in ((mask_estimator, "M"), (generator, "G")):
+            net.source = f"{weights.sources[role]} (sha256 {weights.sha256[role][:16]})"
+        editor = cls(mask_estimator, generator, device=device, working_size=OFFICIAL_WORKING_SIZE)
+        editor.official_sha256 = dict(weights.sha256)
+        return editor
 
     # ---- editing -------------------------------------------------------------------------
     def _plan(self, strategy: str, sketch: np.ndarray, extra: np.ndarray | None):

@@ -224,6 +224,7 @@ def _files(tmp_path):
     veil = Image.merge("LA", (Image.new("L", (W, H), 0), Image.new("L", (W, H), 200)))
     veil.save(tmp_path / "veil.png")  # a semi-transparent fill: every pixel is ink
     (tmp_path / "exists.png").write_bytes(b"keep me")
+    (tmp_path / "fake.zip").write_bytes(b"<html>sign in</html>")  # a failed download
 
 
 #: case -> (the arguments before -o, a word the error line must contain)
@@ -249,6 +250,11 @@ BAD = {
     "corrupt official": (
         "{photo} --sketch {sketch} --official {tmp}/garbage.png {tmp}/garbage.png",
         "garbage.png",
+    ),
+    "three official paths": ("{photo} --sketch {sketch} --official a b c", "two files"),
+    "official archive not a zip": (
+        "{photo} --sketch {sketch} --official {tmp}/fake.zip",
+        "not a zip archive",
     ),
     "both model options": (
         "{photo} --sketch {sketch} --checkpoint c --official m g",
@@ -322,6 +328,33 @@ def test_cuda_edit_matches_the_cpu_edit(capsys, tmp_path, photo, sketch):
         assert rc == 0, stderr
     cpu, cuda = (_png(tmp_path / f"{d}_mask.png").astype(int) for d in ("cpu", "cuda"))
     assert np.abs(cpu - cuda).max() <= 2  # float32 on another device: rounding only
+
+
+# --- the official weights as downloaded -------------------------------------------------------
+def test_edit_official_takes_the_archive_its_folder_or_the_two_files(capsys, tmp_path):
+    from test_official_release import FILES, official_files, write_archive, write_folder
+
+    files = official_files(seed=2)
+    archive = write_archive(tmp_path / "celeb.zip", {f"celeb/{n}": d for n, d in files.items()})
+    folder = write_folder(tmp_path / "checkpoints" / "celeb", files)
+    size, points = (48, 40), [(8, 30), (20, 12), (40, 10)]
+    photo, sketch = tmp_path / "photo.png", tmp_path / "sketch.png"
+    from skimage import data
+
+    Image.fromarray(data.astronaut()).resize(size).save(photo)
+    _strokes(size, points).save(sketch)
+    expected = SketchEditor.from_official(archive).edit(load_rgb(photo), _strokes(size, points))
+    forms = {"zip": [archive], "folder": [folder], "files": [folder / f for f in FILES]}
+    for form, paths in forms.items():
+        out = tmp_path / f"{form}.png"
+        rc, stdout, stderr = _edit(capsys, photo, sketch, out, "--official", *paths)
+        assert rc == 0, (form, stderr)
+        np.testing.assert_array_equal(_png(out), np.asarray(expected.image), err_msg=form)
+
+
+def test_reproduce_is_a_subcommand(capsys):
+    assert main(["reproduce", "--help"]) == 0
+    assert "--checkpoints" in capsys.readouterr().out
 
 
 # --- train and evaluate are passed through ----------------------------------------------------
