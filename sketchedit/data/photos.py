@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import math
 import os
 import warnings
@@ -349,10 +350,48 @@ def _check_split(split: str | None, allow_none: bool) -> None:
         raise ValueError(f"split must be one of {PHOTO_SPLITS}, got {split!r}")
 
 
+# --- where the photo pack lives, and its manifest (built by sketchedit.data.photo_pack) ---
+#: Format version of the pack's ``manifest.json``.
+PACK_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def cache_root() -> Path:
+    """``$SKETCHEDIT_CACHE``, else ``$XDG_CACHE_HOME/sketchedit``, else ``~/.cache/sketchedit``."""
+    if os.environ.get("SKETCHEDIT_CACHE"):
+        return Path(os.environ["SKETCHEDIT_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg).expanduser() / "sketchedit"
+
+
+def cache_dir(cache: str | os.PathLike | None = None) -> Path:
+    """The pack's folder: ``cache`` if given, else ``photos`` under :func:`cache_root`."""
+    return Path(cache).expanduser() if cache is not None else cache_root() / "photos"
+
+
+def read_manifest(cache: str | os.PathLike | None = None) -> dict | None:
+    """The pack's manifest, or ``None`` when there is no pack in :func:`cache_dir`.
+
+    Raises ``ValueError`` naming the file if the manifest exists but is not a valid pack
+    manifest of this version (rebuild with ``python -m sketchedit.data.photo_pack build``).
+    """
+    path = cache_dir(cache) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"unreadable photo pack manifest {path}: {err}") from err
+    if not isinstance(manifest, dict) or manifest.get("version") != PACK_VERSION:
+        raise ValueError(
+            f"photo pack manifest {path} is not version {PACK_VERSION}; rebuild it with "
+            "`python -m sketchedit.data.photo_pack build`"
+        )
+    return manifest
+
+
 def pack_available(cache: str | os.PathLike | None = None) -> bool:
     """Whether a photo pack (its ``manifest.json``) exists in the cache folder."""
-    from sketchedit.data.photo_pack import MANIFEST, cache_dir
-
     return (cache_dir(cache) / MANIFEST).is_file()
 
 
@@ -362,14 +401,12 @@ def pack_photos(split: str | None = None, cache: str | os.PathLike | None = None
     Each :class:`Photo` points at a pack JPEG (longest side <= 512 px) and carries the pack's
     split group (near-duplicates and one picture's versions share a group), so
     :func:`split_photos` on pack photos also keeps groups together. ``cache``: the pack folder
-    (default: :func:`sketchedit.data.photo_pack.cache_dir`). Sorted by key.
+    (default: :func:`cache_dir`). Sorted by key.
 
     Raises ``FileNotFoundError`` when there is no pack (build it with ``make photos``) or a
     listed file is missing, ``ValueError`` for an unknown split or a manifest entry that points
     outside the pack.
     """
-    from sketchedit.data.photo_pack import cache_dir, read_manifest
-
     _check_split(split, allow_none=True)
     root = cache_dir(cache)
     manifest = read_manifest(cache)
