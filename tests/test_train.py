@@ -150,7 +150,9 @@ def test_data_errors_fail_at_start(photo_dir, tmp_path):
     # 5 training photos x 2 samples = 10 < 16, and incomplete batches are dropped.
     with pytest.raises(ValueError, match="larger than the data set"):
         T.train(small_config(photo_dir, tmp_path / "b", batch_size=16), progress=False)
-    with pytest.raises(ValueError, match="neither 'bundled' nor a folder"):
+    with pytest.raises(
+        ValueError, match=r"neither one of \('bundled', 'pack', 'auto'\) nor a folder"
+    ):
         T.train(small_config(tmp_path / "missing", tmp_path / "c"), progress=False)
     assert not (tmp_path / "b" / "log.csv").exists()  # nothing ran
 
