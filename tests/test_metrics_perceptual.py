@@ -173,3 +173,48 @@ def test_missing_packages_name_the_pip_package(monkeypatch):
     finally:
         P.inception_pool3.cache_clear()
         P.st_lpips_network.cache_clear()
+
+
+@needs_inception
+@needs_stlpips
+def test_evaluate_adds_hull_inpainting_and_perceptual_columns(monkeypatch):
+    """evaluate(perceptual=True): the stroke-hull inpainting row is our generator run with the
+    hull mask; ST-LPIPS per sample, FID/KID per set; a missing package prints "not installed"."""
+    from sketchedit import evaluate as E
+    from sketchedit.inference import run_sketchedit
+    from sketchedit.nets import Generator, MaskEstimator
+
+    torch.manual_seed(0)
+    m, g = MaskEstimator(cnum=8).eval(), Generator(cnum=8).eval()
+    data = E.EvalData(image_size=32)
+    res = E.evaluate(m, g, n=4, data=data, n_train_for_baselines=4, perceptual=True)
+    k = res["baseline_radius"]["stroke hull"]
+    hull_row = f"stroke-hull inpainting (k={k})"
+    image_rows = ["model", "model (true mask)", hull_row, "input unchanged"]
+    assert list(res["metrics"])[:4] == image_rows
+    samples = E._samples(data, 1, 4, E.DEFAULT_EVAL_SEED)
+    x, c = torch.stack([s["input"] for s in samples]), torch.stack([s["sketch"] for s in samples])
+    y = torch.stack([s["target"] for s in samples])
+    with torch.no_grad():
+        out = run_sketchedit(None, g, x, c, mask=E._hull_masks(samples, k)).output
+    psnr = np.mean(
+        [E.masked_psnr(o, s["target"], s["changed"]) for o, s in zip(out, samples, strict=True)]
+    )
+    assert res["metrics"][hull_row]["psnr"][0] == pytest.approx(psnr)
+    assert res["metrics"][hull_row]["st_lpips"][0] == pytest.approx(P.st_lpips(out, y).mean())
+    assert res["metrics"]["input unchanged"]["st_lpips"][0] == pytest.approx(
+        P.st_lpips(x, y).mean()
+    )
+    ref = P.inception_features(y)
+    fid_input = P.frechet_distance(P.inception_features(x), ref)
+    assert res["set_metrics"]["input unchanged"]["fid"] == pytest.approx(fid_input)
+    assert set(res["set_metrics"]) == set(image_rows) and not res["perceptual_missing"]
+    table = E.format_table(res)
+    assert "ST-LPIPS (full image) | FID (set) | KID (set) |" in table and "no CI" in table
+    # Without the packages: the columns say so, the other metrics stay.
+    monkeypatch.setattr(
+        P, "perceptual_available", lambda: {"fid_kid": "no fid", "st_lpips": "no stlpips"}
+    )
+    res = E.evaluate(m, g, n=2, data=data, n_train_for_baselines=2, perceptual=True)
+    row = next(line for line in E.format_table(res).splitlines() if line.startswith("| model |"))
+    assert row.count("not installed") == 3 and "±" in row
