@@ -362,6 +362,46 @@ def _add_image_scores(row: dict, images, chunk: list[dict], edge_f1) -> None:
         row.setdefault("edge_f1", []).append(edge_f1(image, s))
 
 
+def method_outputs(mask_estimator, generator, x, c, d, hull, hull_row="stroke-hull inpainting"):
+    """What each generator-based method makes of one batch: ``{row: InferenceOutput}``.
+
+    ``x (B, 3, H, W)``, ``c`` sketch, ``d`` true changed region, ``hull`` stroke-hull mask,
+    all ``(B, 1, H, W)``. Rows: ``hull_row`` (the generator with the hull mask, no mask
+    estimator) and, with a mask estimator, ``"model"`` and ``"model (true mask)"``.
+    """
+    from sketchedit.inference import run_sketchedit
+
+    runs = {}
+    if mask_estimator is not None:
+        runs["model"] = run_sketchedit(mask_estimator, generator, x, c)
+        runs["model (true mask)"] = run_sketchedit(mask_estimator, generator, x, c, mask=d)
+    runs[hull_row] = run_sketchedit(None, generator, x, c, mask=hull)
+    return runs
+
+
+@torch.no_grad()
+def example_outputs(mask_estimator, generator, result: dict, k: int) -> tuple[list, dict]:
+    """``k`` held-out samples of an :func:`evaluate` ``result`` and every method's output.
+
+    Returns ``(samples, {row: (k, 3, H, W) output})`` with the rows of the table that have an
+    image (the generator-based methods and ``"input unchanged"``), for figures.
+    """
+    data = EvalData(**result["data"])
+    samples = _samples(data, 1, result["n"], result["seed"])
+    samples = [samples[int(i)] for i in np.linspace(0, len(samples) - 1, min(k, len(samples)))]
+    x = torch.stack([s["input"] for s in samples])
+    c = torch.stack([s["sketch"] for s in samples])
+    d = torch.stack([s["changed"] for s in samples])
+    radius = result["baseline_radius"]["stroke hull"]
+    hull_row = f"stroke-hull inpainting (k={radius})"
+    runs = method_outputs(
+        mask_estimator, generator, x, c, d, _hull_masks(samples, radius), hull_row
+    )
+    images = {row: o.output for row, o in runs.items()}
+    images["input unchanged"] = x
+    return samples, images
+
+
 def perceptual_scores(
     outputs: dict[str, torch.Tensor], targets: torch.Tensor, *, progress: bool = False
 ) -> tuple[dict, dict, dict]:
@@ -418,8 +458,6 @@ def evaluate(
     ``"perceptual_missing"`` (metrics whose package is not installed). ``progress``: a tqdm
     bar over the batches.
     """
-    from sketchedit.inference import run_sketchedit
-
     data = data or EvalData()
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -460,13 +498,10 @@ def evaluate(
             c = torch.stack([s["sketch"] for s in chunk]).to(device)
             d = torch.stack([s["changed"] for s in chunk]).to(device)
             hull = _hull_masks(chunk, chosen["stroke hull"]).to(device)
-            runs = {hull_row: run_sketchedit(None, generator, x, c, mask=hull)}
+            runs = method_outputs(mask_estimator, generator, x, c, d, hull, hull_row)
             if mask_estimator is not None:
-                out = run_sketchedit(mask_estimator, generator, x, c)
-                runs["model"] = out
-                runs["model (true mask)"] = run_sketchedit(mask_estimator, generator, x, c, mask=d)
                 for j, s in enumerate(chunk):
-                    soft = out.soft_mask[j].cpu().numpy()
+                    soft = runs["model"].soft_mask[j].cpu().numpy()
                     rows["model"]["mask_iou"].append(mask_iou(soft, s["changed"]))
             for row, o in runs.items():
                 _add_image_scores(rows[row], o.output.cpu(), chunk, edge_f1)
