@@ -168,24 +168,24 @@ def draw_model_overview(shapes: dict[str, tuple[int, ...]], title: str | None = 
     labels = dict(OVERVIEW_STAGES)
     # (key, x, y, colour): three lanes, mask estimator (top), coarse (middle), refine (bottom).
     boxes = [
-        ("input", 0.0, 2.0, "#dddddd", "image + sketch"),
+        ("input", 0.0, 2.0, "#dddddd", "image + sketch\n(+ mask for G)"),
         ("M.trunk.dilated16", 1.6, 3.0, "#f4c7a1", None),
-        ("M.mask_head", 3.2, 3.0, "#f4c7a1", "mask head -> soft mask"),
-        ("G.style_encoder", 3.2, 1.0, "#c9e4c5", "style encoder (global max) -> style"),
+        ("M.mask_head", 3.2, 3.0, "#f4c7a1", "mask head\n-> soft mask"),
+        ("G.style_encoder", 3.2, 1.0, "#c9e4c5", "style encoder\n(global max pool)"),
         ("G.coarse_encoder", 3.2, 2.0, "#b7d3f2", None),
-        ("G.coarse_decoder", 4.8, 2.0, "#b7d3f2", "coarse decoder (+ tiled style)"),
+        ("G.coarse_decoder", 4.8, 2.0, "#b7d3f2", "coarse decoder (+ tiled\nstyle) -> coarse"),
         ("G.refine_dilated", 6.4, 2.5, "#d9c8ef", None),
         ("G.refine_attention.features", 6.4, 1.0, "#d9c8ef", None),
         ("G.refine_attention.attention", 8.0, 1.0, "#f2b8c6", None),
         ("G.refine_attention.post", 9.6, 1.0, "#d9c8ef", None),
-        ("G.refine_decoder", 9.6, 2.5, "#d9c8ef", "refine decoder -> fine"),
+        ("G.refine_decoder", 9.6, 2.5, "#d9c8ef", "refine decoder\n-> fine"),
     ]
     arrows = [
         ("input", "M.trunk.dilated16"),
         ("M.trunk.dilated16", "M.mask_head"),
         ("M.mask_head", "G.coarse_encoder"),
         ("input", "G.coarse_encoder"),
-        ("M.mask_head", "G.style_encoder"),
+        ("input", "G.style_encoder"),  # the image's region under the mask
         ("G.coarse_encoder", "G.coarse_decoder"),
         ("G.style_encoder", "G.coarse_decoder"),
         ("G.coarse_decoder", "G.refine_dilated"),
@@ -206,10 +206,10 @@ def draw_model_overview(shapes: dict[str, tuple[int, ...]], title: str | None = 
         )
         name = text or labels.get(key, key)
         shape = _shape_text(shapes["style vector" if key == "G.style_encoder" else key])
-        ax.text(x + w / 2, y + h * 0.62, name, ha="center", va="center", fontsize=7.5, wrap=True)
+        ax.text(x + w / 2, y + h * 0.64, name, ha="center", va="center", fontsize=7)
         ax.text(
             x + w / 2,
-            y + h * 0.25,
+            y + h * 0.2,
             shape,
             ha="center",
             va="center",
