@@ -218,3 +218,23 @@ def test_evaluate_adds_hull_inpainting_and_perceptual_columns(monkeypatch):
     res = E.evaluate(m, g, n=2, data=data, n_train_for_baselines=2, perceptual=True)
     row = next(line for line in E.format_table(res).splitlines() if line.startswith("| model |"))
     assert row.count("not installed") == 3 and "±" in row
+
+
+def test_cli_no_perceptual_keeps_the_old_table(tmp_path, capsys):
+    """--no-perceptual: the four original columns only, and the JSON has no perceptual keys."""
+    import json
+
+    from sketchedit import evaluate as E
+    from sketchedit.nets import Generator, MaskEstimator
+    from sketchedit.weights import save_checkpoint
+
+    ckpt = tmp_path / "tiny.safetensors"
+    nets = {"mask_estimator": MaskEstimator(cnum=4), "generator": Generator(cnum=4)}
+    save_checkpoint(ckpt, nets, metadata={"train_config": {"image_size": 32}})
+    out = tmp_path / "res.json"
+    args = [str(ckpt), "--n", "2", "--n-train", "2", "--no-perceptual", "--json", str(out)]
+    assert E.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "| stroke-hull inpainting (k=" in printed and "ST-LPIPS" not in printed
+    saved = json.loads(out.read_text())
+    assert "set_metrics" not in saved and "st_lpips" not in saved["metrics"]["model"]
