@@ -235,11 +235,14 @@ def _torchvision_placeholder():
     try:
         import torchvision  # noqa: F401
 
-        yield
-        return
+        usable = True
     except Exception:  # absent, or a build that fails at import (CUDA wheel on a CPU torch)
+        usable = False
         for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
             del sys.modules[name]
+    if usable:
+        yield
+        return
 
     def unavailable(attr):
         raise ImportError(f"torchvision is not available (stlpips_pytorch wanted models.{attr})")

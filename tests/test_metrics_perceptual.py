@@ -238,3 +238,20 @@ def test_cli_no_perceptual_keeps_the_old_table(tmp_path, capsys):
     assert "| stroke-hull inpainting (k=" in printed and "ST-LPIPS" not in printed
     saved = json.loads(out.read_text())
     assert "set_metrics" not in saved and "st_lpips" not in saved["metrics"]["model"]
+
+
+@needs_stlpips
+def test_missing_undeclared_dependency_of_stlpips_is_named(monkeypatch):
+    """stlpips_pytorch imports torchsummary without declaring it: say which pip line fixes it."""
+    for name in [m for m in sys.modules if m.startswith("stlpips_pytorch")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "torchsummary", None)  # import raises ModuleNotFoundError
+    P.st_lpips_network.cache_clear()
+    try:
+        with pytest.raises(ModuleNotFoundError, match="torchsummary.*stlpips-pytorch"):
+            P.st_lpips_network()
+        assert not isinstance(sys.modules.get("torchvision"), type(sys)) or hasattr(
+            sys.modules["torchvision"], "__file__"
+        ), "the torchvision placeholder leaked"
+    finally:
+        P.st_lpips_network.cache_clear()
