@@ -107,3 +107,19 @@ def test_official_pairs_reads_the_release_layout(tmp_path):
     assert photo.size == (40, 40) and np.array_equal(sketch, edges / 255)
     with pytest.raises(FileNotFoundError, match="list.txt"):
         PF.official_pairs(tmp_path / "images", k=1, size=40)
+
+
+def test_load_editor_reads_an_official_folder_and_the_two_files(tmp_path, nets):
+    """The notebooks' `official_checkpoints`: a folder with latest_net_M/G.pth, or the pair."""
+    m, g = nets
+    torch.save(m.to_official(), tmp_path / "latest_net_M.pth")
+    torch.save(g.to_official(), tmp_path / "latest_net_G.pth")
+    for spec in (tmp_path, (tmp_path / "latest_net_M.pth", tmp_path / "latest_net_G.pth")):
+        editor, label = PF.load_editor(spec)
+        assert label == "official" and editor.working_size == 256
+        for ours, theirs in ((editor.generator, g), (editor.mask_estimator, m)):
+            theirs_state = theirs.state_dict()
+            for name, a in ours.state_dict().items():
+                assert torch.equal(a, theirs_state[name]), name
+    starter, label = PF.load_editor(None)
+    assert "starter" in label and starter.working_size == 64
