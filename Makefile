@@ -1,5 +1,6 @@
 # One entry point. On a fresh machine with Python >= 3.10 and pip:
 #   make run    -> builds .venv if needed, executes the notebooks headlessly, writes figures/
+#   make figures -> the same: regenerates every figure in figures/ (notebooks 00-08)
 #   make test   -> builds .venv if needed, runs the unit tests and the notebooks (nbval)
 #   make lab    -> opens JupyterLab on the notebooks (extra flags: make lab LAB_ARGS="--port 8890")
 #   make app    -> serves the web app (Voila) on http://127.0.0.1:8866
@@ -22,7 +23,7 @@ LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 # passes command-line variables on): make app SKETCHEDIT_OFFICIAL_M=m.pth SKETCHEDIT_OFFICIAL_G=g.pth
 APP_PORT ?= 8866
 
-.PHONY: run test lab app lint venv clean-venv photos _photos_apt
+.PHONY: run figures test lab app lint venv clean-venv photos _photos_apt
 
 venv: $(STAMP)
 
@@ -43,6 +44,10 @@ run: $(STAMP)
 	  $(BIN)/papermill --log-level WARNING -k python3 --cwd notebooks -p figures_dir ../figures "$$nb" "runs/notebooks/$$(basename $$nb)" || exit 1; \
 	done
 	@echo "Figures written to figures/; executed notebooks in runs/notebooks/"
+
+# Every figure in figures/, the paper's (notebook 07) and the evaluation's (08) included: `run`
+# executes notebooks 00-08 with papermill and passes figures_dir=../figures to each.
+figures: run
 
 test: $(STAMP)
 	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider $(PYTEST_ARGS)

