@@ -174,7 +174,10 @@ def test_evaluate_tiny_model_and_cli(tmp_path, capsys):
         ckpt, {"mask_estimator": m, "generator": g}, metadata={"train_config": {"image_size": 32}}
     )
     out = tmp_path / "res.json"
-    assert E.main([str(ckpt), "--n", "4", "--n-train", "4", "--no-perceptual", "--json", str(out)]) == 0
+    assert (
+        E.main([str(ckpt), "--n", "4", "--n-train", "4", "--no-perceptual", "--json", str(out)])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "| model |" in printed and "| input unchanged |" in printed
     saved = json.loads(out.read_text())

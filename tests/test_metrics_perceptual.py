@@ -224,7 +224,7 @@ def test_cli_no_perceptual_keeps_the_old_table(tmp_path, capsys):
     """--no-perceptual: the four original columns only, and the JSON has no perceptual keys."""
     import json
 
-    from sketchedit.weights import save_checkpoint
+    from sketchedit.checkpoints import save_checkpoint
 
     from sketchedit import evaluate as E
     from sketchedit.nets import Generator, MaskEstimator
