@@ -224,9 +224,8 @@ def test_cli_no_perceptual_keeps_the_old_table(tmp_path, capsys):
     """--no-perceptual: the four original columns only, and the JSON has no perceptual keys."""
     import json
 
-    from sketchedit.checkpoints import save_checkpoint
-
     from sketchedit import evaluate as E
+    from sketchedit.checkpoints import save_checkpoint
     from sketchedit.nets import Generator, MaskEstimator
 
     ckpt = tmp_path / "tiny.safetensors"
