@@ -8,12 +8,6 @@ import torch
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# The tests (and the notebooks nbval runs, whose kernels inherit this environment) see no
-# photo pack, whether or not `make photos` was run on this machine: CI never has one, and a
-# test must not change its data with the machine. Tests of the pack build their own.
-if "SKETCHEDIT_TEST_USE_PACK" not in os.environ:
-    os.environ["SKETCHEDIT_CACHE"] = os.path.join(REPO_ROOT, "runs", "test-cache-without-pack")
-
 
 @pytest.fixture(autouse=True)
 def _seed_everything():
