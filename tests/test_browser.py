@@ -161,6 +161,22 @@ def _distance_to_polyline(p, polyline):
     return best
 
 
+def _settled_box(page, locator, timeout_ms: int = 5000) -> dict:
+    """The element's box once the layout has stopped moving (two equal reads 250 ms apart).
+
+    JupyterLab keeps laying out the page for a while after the cells ran (output areas,
+    toolbars); a box read during that moves under the mouse and the stroke lands elsewhere.
+    """
+    last = locator.bounding_box()
+    for _ in range(timeout_ms // 250):
+        page.wait_for_timeout(250)
+        box = locator.bounding_box()
+        if box == last:
+            return box
+        last = box
+    return last
+
+
 def test_draw_and_apply_in_jupyterlab(jupyter_lab, tmp_path):
     url, token = jupyter_lab
     budget = Budget(OVERALL_S)
@@ -192,7 +208,7 @@ def test_draw_and_apply_in_jupyterlab(jupyter_lab, tmp_path):
                 "() => document.querySelector('.sketchedit-status').textContent.includes('Undone')",
                 timeout=left_ms(),
             )
-            box = canvas.bounding_box()
+            box = _settled_box(page, canvas)
             assert box and box["width"] > 100
 
             # The stroke, in fractions of the canvas: a shallow V across the middle.
@@ -207,7 +223,16 @@ def test_draw_and_apply_in_jupyterlab(jupyter_lab, tmp_path):
             page.mouse.up()
 
             # A real click on the eraser, then a strip down the left edge of the canvas.
-            page.get_by_role("button", name="mask -", exact=True).click()
+            eraser = page.get_by_role("button", name="mask -", exact=True)
+            eraser.click()
+            # The toolbar re-renders when the tool (and its width) changes: wait until the
+            # eraser shows as selected, then read the canvas box again (it may have moved).
+            page.wait_for_function(
+                "el => el.classList.contains('mod-active')",
+                arg=eraser.element_handle(),
+                timeout=left_ms(),
+            )
+            box = _settled_box(page, canvas)
             page.mouse.move(box["x"] + 0.05 * box["width"], box["y"] + 0.05 * box["height"])
             page.mouse.down()
             page.mouse.move(
