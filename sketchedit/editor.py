@@ -276,8 +276,9 @@ def checkpoint_working_size(metadata: dict) -> int | None:
 def _full_cost(height: int, width: int, cnum: int) -> str:
     """A rough time for the ``full`` strategy on a 2-core laptop CPU, as words.
 
-    Measured: ``cnum = 48`` takes about 71 s for 1024 x 1024 px (``benchmarks/inference.py``);
-    the cost grows with the pixels and with ``cnum ** 2``.
+    Measured: ``cnum = 48`` takes about 71 s for 1024 x 1024 px on a 2-core AMD EPYC (AVX2)
+    and 16 s on a 2-core Intel Xeon with AVX-512 (``benchmarks/any_size.py``); the estimate
+    uses the slower figure. The cost grows with the pixels and with ``cnum ** 2``.
     """
     seconds = 71.0 * (height * width) / 1024**2 * (cnum / 48) ** 2
     return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
