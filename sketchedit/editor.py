@@ -520,7 +520,7 @@ class SketchEditor:
         check_feather(feather)
         user_mask = revision = None
         if isinstance(mask, MaskRevision):
-            revision = mask
+            revision = _read_revision(mask, image)
         elif mask is not None:
             user_mask = as_mask(mask)
             check_size("mask", user_mask, image)
@@ -555,7 +555,7 @@ class SketchEditor:
 
         # Pixels every crop must cover besides the strokes: the user's mask, or what a
         # revision adds (a crop that cut them off would silently drop part of the edit).
-        extra = user_mask if user_mask is not None else _revision_add(revision, sketch.shape)
+        extra = user_mask if user_mask is not None else getattr(revision, "add", None)
         strategy, regions = self._plan(strategy, sketch, extra)
         soft, used, hard = (np.zeros_like(sketch) for _ in range(3))
         edited, coarse, fine = image.copy(), image.copy(), image.copy()
@@ -640,22 +640,27 @@ def _reduce(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
-def _revision_add(revision: MaskRevision | None, shape: tuple[int, int]) -> np.ndarray | None:
-    """The region a revision forces into the mask, checked against the photo's size."""
-    if revision is None or revision.add is None:
-        return None
-    add = as_mask(revision.add, "MaskRevision.add")
-    check_size("MaskRevision.add", add, np.zeros(shape, np.float32))
-    return add
+def _read_revision(revision: MaskRevision, image: Image.Image) -> MaskRevision:
+    """The revision's ``add`` and ``erase`` read once as ``(H, W)`` float32 masks, each checked
+    against the photo's size (a crop only slices them, so a wrong size must fail here)."""
+
+    def read(m, what):
+        if m is None:
+            return None
+        arr = as_mask(m, f"MaskRevision.{what}")
+        check_size(f"MaskRevision.{what}", arr, image)
+        return arr
+
+    return MaskRevision(add=read(revision.add, "add"), erase=read(revision.erase, "erase"))
 
 
 def _crop_revision(revision: MaskRevision, box: tuple[slice, slice]) -> MaskRevision:
-    """The part of a full-size revision that falls inside ``box``."""
+    """The part of a revision read by :func:`_read_revision` that falls inside ``box``."""
 
-    def part(m, what):
-        return None if m is None else as_mask(m, f"MaskRevision.{what}")[box]
+    def part(m):
+        return None if m is None else m[box]
 
-    return MaskRevision(add=part(revision.add, "add"), erase=part(revision.erase, "erase"))
+    return MaskRevision(add=part(revision.add), erase=part(revision.erase))
 
 
 def _crop_taper(region: Region, image_hw: tuple[int, int]) -> np.ndarray:

@@ -50,6 +50,7 @@ from sketchedit.nets.blocks import (
 )
 from sketchedit.nets.generator import MIN_SIDE, Generator
 from sketchedit.nets.mask_estimator import MaskEstimator
+from sketchedit.roi import MULTIPLE  # the networks need sides that are multiples of 8 [code]
 
 __all__ = [
     "InferenceOutput",
@@ -58,9 +59,6 @@ __all__ = [
     "run_sketchedit",
     "working_size",
 ]
-
-#: The networks need sides that are multiples of this. [code]
-MULTIPLE = 8
 
 
 @dataclasses.dataclass

@@ -176,6 +176,11 @@ def test_revision_and_user_mask_work_per_crop(tiny):
     add[10:20, 250:260] = 1  # far from the strokes: the crop must grow to cover it
     r = tiny.edit(photo, sketch, mask=MaskRevision(add=add))
     assert (r.used_mask[10:20, 250:260] == 1).all()
+    # A crop only slices the revision: a larger one must still be refused, not cut to fit.
+    for field in ("add", "erase"):
+        bigger = MaskRevision(**{field: np.ones((h + 50, w + 50), np.float32)})
+        with pytest.raises(ValueError, match=f"MaskRevision.{field} size"):
+            tiny.edit(photo, sketch, mask=bigger)
 
 
 def test_exif_rotated_grey_and_rgba_photos(tiny, tmp_path):
