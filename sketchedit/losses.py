@@ -154,6 +154,48 @@ def hole_l1_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor)
     return weighted / (output.shape[1] * mask.sum()).clamp_min(1e-8)
 
 
+def gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
+    """``|dx| + |dy|`` of the channel mean of ``x`` ``(B, C, H, W)``: ``(B, 1, H, W)``.
+
+    Forward differences; the last column's ``dx`` and the last row's ``dy`` are 0.
+    """
+    grey = x.mean(dim=1, keepdim=True)
+    dx = F.pad((grey[..., :, 1:] - grey[..., :, :-1]).abs(), (0, 1, 0, 0))
+    dy = F.pad((grey[..., 1:, :] - grey[..., :-1, :]).abs(), (0, 0, 0, 1))
+    return dx + dy
+
+
+def sketch_edge_loss(
+    output: torch.Tensor, target: torch.Tensor, sketch: torch.Tensor, tolerance: int = 1
+) -> torch.Tensor:
+    """How much weaker the output's edges are than the target's *along the sketch*: [ours].
+
+    ``output``, ``target``: ``(B, 3, H, W)``; ``sketch``: ``(B, 1, H, W)``, strokes > 0.5.
+    At every stroke pixel, the strongest gradient (:func:`gradient_magnitude`) within
+    ``tolerance`` px of the output is compared with the target's:
+    ``mean over stroke pixels of relu(maxpool(|grad y|) - maxpool(|grad output|))``
+    (0 without strokes). Only a too-*weak* edge costs; an edge a pixel off costs nothing.
+
+    Why: a pixel L1 (or L2) loss is lowest for a *blurred* edge when the generator is unsure
+    by a pixel or two where the edge goes, and a plain L1 on the gradients is lowest for *no*
+    edge then (a ramp's gradient error exceeds a missing step's); a small model trained
+    briefly without the adversarial term paints soft fills that do not draw the strokes
+    (measured on the starter's fine-tunes: stroke adherence fell while PSNR rose). This term
+    ranks a sharp edge near the stroke first, a blurred one second and none last, at a
+    fraction of a discriminator's cost. Off by default (``TrainConfig.lambda_edge = 0``).
+    """
+    _check_images(output=output, target=target)
+    _check_mask(sketch, output, "output")
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance < 0:
+        raise ValueError(f"tolerance must be an int >= 0, got {tolerance!r}")
+    k = 2 * tolerance + 1
+    strongest_out = F.max_pool2d(gradient_magnitude(output), k, stride=1, padding=tolerance)
+    strongest_target = F.max_pool2d(gradient_magnitude(target), k, stride=1, padding=tolerance)
+    strokes = (sketch > 0.5).to(output.dtype)
+    shortfall = F.relu(strongest_target - strongest_out)
+    return (strokes * shortfall).sum() / strokes.sum().clamp_min(1.0)
+
+
 # ------------------------------------------------------------------------------------------
 # Gaussian blur and the two mask-estimator losses
 # ------------------------------------------------------------------------------------------

@@ -314,6 +314,7 @@ def generator_step(
     - ``lambda_l1_coarse * L1(coarse, y) + lambda_l1_fine * L1(fine, y)``, whole image [code]
       (:func:`losses.l1_reconstruction_losses`; no fine term in the "coarse" stage)
     - ``lambda_l1_hole * (L1 in the mask of coarse and of fine)`` [ours] :func:`losses.hole_l1_loss`
+    - ``lambda_edge * (edge shortfall along the sketch)``     [ours] :func:`losses.sketch_edge_loss`
     - ``lambda_vgg * VGG(fine or composite, y)``              [code] perceptual loss
 
     In the "coarse" stage the coarse output plays the part of the fake everywhere.
@@ -335,6 +336,10 @@ def generator_step(
             if stage != "coarse":
                 l1_hole = l1_hole + L.hole_l1_loss(fine.float(), y, mask)
             total = total + cfg.lambda_l1_hole * l1_hole
+        g_edge = zero
+        if cfg.lambda_edge > 0:  # [ours] see TrainConfig.lambda_edge
+            g_edge = L.sketch_edge_loss(fake.float(), y, g_in.sketch)
+            total = total + cfg.lambda_edge * g_edge
         g_vgg = zero
         if vgg is not None and cfg.lambda_vgg > 0:
             g_vgg = vgg((fake if cfg.vgg_target == "fine" else comp).float(), y).float()
@@ -344,6 +349,8 @@ def generator_step(
     out = {"g_gan": g_gan.item()} if cfg.lambda_gan > 0 else {}
     if cfg.lambda_l1_hole > 0:
         out["g_l1_hole"] = l1_hole.item()
+    if cfg.lambda_edge > 0:
+        out["g_edge"] = g_edge.item()
     out.update(
         g_vgg=g_vgg.item(),
         g_l1_coarse=l1_coarse.item(),

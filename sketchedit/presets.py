@@ -51,8 +51,8 @@ class TrainConfig:
     samples_per_photo: int = 16  # synthetic warp edits per photo and "epoch" [ours]
     edge_method: str = "canny"  # edge maps for the partial sketch [ours], HED = [lineage]
     image_size: int = 64  # training crop side; multiple of 8; paper: 256 [code]
-    # [ours] Share of the samples that are visible edits (a shifted or removed structure,
-    # sketchedit.data.visible) instead of mild warps; 0 = warp pairs only.
+    # [ours] Share of the samples that are visible edits (a shifted, removed or erased
+    # structure, sketchedit.data.visible) instead of mild warps; 0 = warp pairs only.
     visible_fraction: float = 0.0
 
     # --- networks ---------------------------------------------------------------------------
@@ -84,6 +84,11 @@ class TrainConfig:
     # model's last phase used 5 (about the hole weight 6 of partial-conv training), because
     # the full-image L1 is dominated by the known pixels that the composite discards.
     lambda_l1_hole: float = 0.0
+    # [ours] Edge strength along the sketch (sketchedit.losses.sketch_edge_loss): at each
+    # stroke pixel, how much weaker the output's strongest gradient within 1 px is than the
+    # target's. The official objective has none (default 0). Pixel L1 without the adversarial
+    # term rewards blurred edges, and a blurred fill does not draw the strokes.
+    lambda_edge: float = 0.0
     # [ours] The paper does not give the weight of the two mask-estimator losses. M shares no
     # parameter with G and has its own Adam optimiser, and Adam is invariant to the scale of
     # the loss, so this weight barely matters (only through Adam's eps); 1.0 keeps the logged
@@ -401,6 +406,7 @@ def validate_config(cfg: TrainConfig) -> None:
         "lambda_l1_coarse",
         "lambda_l1_fine",
         "lambda_l1_hole",
+        "lambda_edge",
         "lambda_mask",
         "lambda_mask_bce",
     ):

@@ -44,6 +44,7 @@ LOG_COLUMNS = (
     "g_l1_coarse",
     "g_l1_fine",
     "g_l1_hole",
+    "g_edge",
     "g_total",
     "m_rgb",
     "m_composite",

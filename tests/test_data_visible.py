@@ -1,5 +1,5 @@
 """Visible-edit pairs: exact outside D, the unchanged input really does not draw the strokes,
-the two kinds do what they say, and the dataset mixes them in deterministically."""
+the three kinds do what they say, and the dataset mixes them in deterministically."""
 
 import numpy as np
 import pytest
@@ -28,14 +28,19 @@ def crops():
     return out
 
 
-@pytest.mark.parametrize("kind", ["shift", "remove"])
+@pytest.mark.parametrize("kind", ["shift", "remove", "erase"])
 def test_visible_pairs_are_exact_outside_d_and_not_drawn_by_the_input(crops, kind):
     rng = np.random.default_rng(0)
     accepted = 0
     for target, edges in crops:
         pair, got, f1 = synthesize_visible_pair(target, edges, rng, _edges01, kind=kind)
         assert got == kind
-        np.testing.assert_array_equal(pair.input[~pair.changed], target[~pair.changed])
+        np.testing.assert_array_equal(pair.input[~pair.changed], pair.target[~pair.changed])
+        if kind != "erase":
+            np.testing.assert_array_equal(pair.target, target)
+        else:  # the photo itself is the input inside D; the target is the smooth fill
+            np.testing.assert_array_equal(pair.input[pair.changed], target[pair.changed])
+            assert not np.array_equal(pair.target, target)
         assert not (pair.sketch.astype(bool) & ~dilate(pair.changed, 2)).any()
         if not pair.ok:
             continue
@@ -45,14 +50,15 @@ def test_visible_pairs_are_exact_outside_d_and_not_drawn_by_the_input(crops, kin
         chw = np.ascontiguousarray(pair.input.transpose(2, 0, 1))
         assert sketch_edge_f1(chw, pair.sketch, pair.changed) == pytest.approx(f1, abs=1e-6)
         # ... and the target draws its own strokes.
-        chw_t = np.ascontiguousarray(target.transpose(2, 0, 1))
+        chw_t = np.ascontiguousarray(pair.target.transpose(2, 0, 1))
         assert sketch_edge_f1(chw_t, pair.sketch, pair.changed) == 1.0
-        if kind == "remove":
-            # The filled region is smoother than the target there.
+        if kind in ("remove", "erase"):
+            # The filled one of the two is smoother than the photo in R.
+            smooth, photo = (pair.input, target) if kind == "remove" else (pair.target, target)
             r = pair.region
-            grad_x = np.abs(np.diff(pair.input, axis=1))[r[:, 1:]].mean()
-            grad_y = np.abs(np.diff(target, axis=1))[r[:, 1:]].mean()
-            assert grad_x < grad_y
+            grad_smooth = np.abs(np.diff(smooth, axis=1))[r[:, 1:]].mean()
+            grad_photo = np.abs(np.diff(photo, axis=1))[r[:, 1:]].mean()
+            assert grad_smooth < grad_photo
     assert accepted >= 3
 
 
@@ -69,6 +75,18 @@ def test_dataset_mixes_visible_pairs_deterministically():
         for name, s in (("plain", plain[i]), ("mixed", a)):
             scores[name].append(sketch_edge_f1(s["input"], s["sketch"][0], s["changed"][0]))
     assert np.mean(scores["mixed"]) < 0.5 < np.mean(scores["plain"])
+
+
+def test_dataset_gives_erase_pairs_the_filled_targets_edges():
+    """An erase pair's "edges" plane belongs to its (filled) target, and the sketch is cut
+    from it: every stroke is an edge of the target the model is asked to paint."""
+    photos = bundled_photos()[:8]
+    ds = SketchEditDataset(photos, size=64, seed=3, visible_fraction=1.0)
+    for i in range(12):
+        s = ds[i]
+        assert not (s["sketch"].bool() & ~s["edges"].bool()).any()
+        target01 = ((s["target"].numpy().transpose(1, 2, 0) + 1) / 2).clip(0, 1)
+        np.testing.assert_array_equal(extract_edges(target01, "canny"), s["edges"][0].numpy())
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])

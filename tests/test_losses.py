@@ -19,6 +19,7 @@ from sketchedit.losses import (
     hole_l1_loss,
     l1_reconstruction_losses,
     mask_estimator_losses,
+    sketch_edge_loss,
     vgg_weights_available,
 )
 from sketchedit.nets import vgg
@@ -94,6 +95,55 @@ def test_hole_l1_loss_is_the_mean_error_inside_the_mask_only():
     assert hole_l1_loss(out, y, torch.zeros_like(mask)).item() == 0.0
     with pytest.raises(ValueError, match="mask must have shape"):
         hole_l1_loss(out, y, torch.ones(1, 3, 4, 4))
+
+
+def test_sketch_edge_loss_ranks_sharp_then_blurred_then_no_edge():
+    # the target: a vertical step edge between columns 3 and 4 (values -1 | +1), drawn by a
+    # stroke in column 3 (the forward difference of y is 2 there)
+    y = torch.full((1, 3, 8, 8), -1.0)
+    y[..., 4:] = 1.0
+    sketch = torch.zeros(1, 1, 8, 8)
+    sketch[..., 3] = 1.0
+    shifted = torch.roll(y, 1, dims=-1)  # the same edge one pixel to the right
+    blurred = y.clone()
+    blurred[..., 3], blurred[..., 4] = -1 / 3, 1 / 3  # a 3-px ramp at the right place
+    flat = torch.zeros_like(y)
+    loss = {
+        name: sketch_edge_loss(img, y, sketch).item()
+        for name, img in [("y", y), ("shifted", shifted), ("blurred", blurred), ("flat", flat)]
+    }
+    # the ramp is closer to y in pixels than the shifted edge ...
+    assert hole_l1_loss(blurred, y, torch.ones_like(sketch)) < hole_l1_loss(
+        shifted, y, torch.ones_like(sketch)
+    )
+    # ... but along the stroke a sharp edge within 1 px costs nothing, the ramp's gradient
+    # (2/3 instead of 2) costs 4/3, and no edge costs the whole step
+    assert loss["y"] == 0.0 and loss["shifted"] == 0.0
+    assert loss["blurred"] == pytest.approx(4 / 3)
+    assert loss["flat"] == pytest.approx(2.0)
+    # with tolerance 0 the shifted edge is missed as well
+    assert sketch_edge_loss(shifted, y, sketch, tolerance=0).item() == pytest.approx(2.0)
+
+
+def test_sketch_edge_loss_looks_only_at_the_strokes_and_has_a_gradient():
+    y = torch.zeros(1, 3, 6, 6)
+    y[..., 0, 0] = 1.0
+    # a nearly flat output (|.| has no gradient at exactly 0)
+    out = 0.001 * torch.randn(1, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    out.requires_grad_(True)
+    sketch = torch.zeros(1, 1, 6, 6)
+    assert sketch_edge_loss(out, y, sketch).item() == 0.0  # no strokes: 0, not NaN
+    sketch[..., 5, 5] = 1.0  # a stroke where y is flat: nothing to miss
+    assert sketch_edge_loss(out, y, sketch).item() == 0.0
+    sketch[..., 0, 0] = 1.0  # a stroke on y's corner spike: the flat output misses it
+    loss = sketch_edge_loss(out, y, sketch)
+    assert loss.item() > 0
+    loss.backward()
+    assert out.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="mask must have shape"):
+        sketch_edge_loss(out, y, torch.ones(1, 3, 6, 6))
+    with pytest.raises(ValueError, match="tolerance"):
+        sketch_edge_loss(out, y, sketch, tolerance=-1)
 
 
 # ------------------------------------------------------------------------------------------

@@ -302,6 +302,7 @@ def test_cli_trains_and_writes_checkpoints_log_and_samples(photo_dir, tmp_path):
             stage="mask:1,joint",
             lambda_mask_bce=0.5,
             lambda_l1_hole=2.0,
+            lambda_edge=1.0,
         ),
     )
     assert r.returncode == 0, r.stderr[-3000:]
@@ -323,6 +324,7 @@ def test_cli_trains_and_writes_checkpoints_log_and_samples(photo_dir, tmp_path):
     assert np.isfinite(log["m_composite"]).all() and np.isfinite(log["g_l1_fine"][1:]).all()
     assert (log["m_bce"] > 0).all()  # the optional supervised mask term is logged when on
     assert np.isnan(log["g_l1_hole"][0]) and (log["g_l1_hole"][1:] > 0).all()  # [ours] hole L1
+    assert np.isnan(log["g_edge"][0]) and (log["g_edge"][1:] > 0).all()  # [ours] gradient L1
     nets, meta = T.load_networks(out)
     assert meta["step"] == 3 and meta["config"]["cnum"] == 8
     assert set(nets) == {"M", "G", "D"}

@@ -251,7 +251,9 @@ class SketchEditDataset(Dataset):
             edges = self._edges(crop, prob_crop)
             # Drawn only when visible pairs are on, so the warp-only stream stays as it was.
             if self.visible_fraction > 0 and rng.random() < self.visible_fraction:
-                pair, _, _ = synthesize_visible_pair(target, edges, rng, self._input_edges)
+                pair, kind, _ = synthesize_visible_pair(target, edges, rng, self._input_edges)
+                if kind == "erase":  # the target is the filled photo: its own edges
+                    edges = self._input_edges(pair.target).astype(edges.dtype)
             else:
                 pair = synthesize_warp_pair(target, edges, rng, self.warp)
             if pair.ok:
