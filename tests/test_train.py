@@ -528,3 +528,25 @@ def test_read_log_accepts_a_log_written_before_a_column_existed(tmp_path):
     path.write_text("step,stage,g_l1_fine\n1,joint,0.5\n")
     log = T.read_log(path)
     assert log["g_l1_fine"][0] == 0.5 and np.isnan(log["g_l1_hole"][0])
+
+
+def test_binned_log_averages_each_bin_and_reads_back(tmp_path):
+    """The compact log a shipped model carries: bin means, NaN-aware, read by read_log."""
+    from sketchedit.run_folder import LOG_COLUMNS, write_binned_log
+
+    n = 7
+    log = {k: np.full(n, np.nan) for k in LOG_COLUMNS}
+    log["step"] = np.arange(1, n + 1, dtype=float)
+    log["stage"] = np.array(["mask"] * 3 + ["joint"] * 4)
+    log["m_rgb"] = np.arange(n, dtype=float)  # 0..6
+    log["g_l1_fine"][3:] = [1.0, 3.0, 5.0, 7.0]  # logged from the 4th row on
+    path = write_binned_log(log, tmp_path / "binned.csv", every=3)
+    back = T.read_log(path)
+    assert list(back["step"]) == [3, 6, 7]
+    assert list(back["stage"]) == ["mask", "joint", "joint"]
+    np.testing.assert_allclose(back["m_rgb"], [1.0, 4.0, 6.0])
+    assert np.isnan(back["g_l1_fine"][0])  # never logged in the first bin: empty, not 0
+    np.testing.assert_allclose(back["g_l1_fine"][1:], [3.0, 7.0])  # mean of the logged rows
+    assert np.isnan(back["d_loss"]).all()
+    with pytest.raises(ValueError, match="every"):
+        write_binned_log(log, tmp_path / "x.csv", every=0)
