@@ -313,6 +313,16 @@ def _samples(data: EvalData, split: int, n: int, seed: int) -> list[dict]:
 # ------------------------------------------------------------------------------------------
 
 
+def default_data_source(train_config: dict) -> str:
+    """The photos to evaluate a checkpoint on when the user names none: those it was trained
+    from, except that a model trained on the photo pack gets ``"auto"`` (the pack's held-out
+    photos when the pack is built here, else the bundled pool's held-out split): the pack is
+    a cache folder a fresh machine does not have, and the bundled held-out photos are unseen
+    by every shipped model. ``train_config``: the checkpoint's stored training config."""
+    source = train_config.get("data_source", "bundled")
+    return "auto" if source == "pack" else source
+
+
 def load_models(path: str | Path, map_location="cpu") -> tuple[nn.Module, nn.Module, dict]:
     """(mask estimator, generator, training config dict or {}) from a checkpoint.
 
@@ -678,7 +688,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     data = EvalData(
-        data_source=args.data_source or cfg.get("data_source", "bundled"),
+        data_source=args.data_source or default_data_source(cfg),
         heldout_fraction=cfg.get("heldout_fraction", 0.2),
         split_seed=cfg.get("split_seed", 0),
         edge_method=cfg.get("edge_method", "canny"),

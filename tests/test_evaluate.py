@@ -250,3 +250,13 @@ def test_visible_protocol_and_real_strokes_through_the_cli(tmp_path, capsys):
     assert saved["data"]["protocol"] == "visible"
     real = saved["real_strokes"]["metrics"]
     assert real["model"]["locality"][0] <= 1.0 and 0 <= real["unchanged"]["adherence"][0] <= 1
+
+
+def test_a_pack_trained_model_is_evaluated_where_the_pack_may_be_missing():
+    """A checkpoint trained on the photo pack must still evaluate on a fresh machine (no pack):
+    its default source is "auto"; others keep their own source."""
+    from sketchedit.evaluate import default_data_source
+
+    assert default_data_source({"data_source": "pack"}) == "auto"
+    assert default_data_source({"data_source": "/my/photos"}) == "/my/photos"
+    assert default_data_source({}) == "bundled"  # official weights store no training config
