@@ -397,8 +397,12 @@ def test_kill_during_checkpoint_write_leaves_a_loadable_checkpoint(photo_dir, tm
         deadline = time.time() + 60
         # Wait until a complete checkpoint exists AND the next one is being written.
         while time.time() < deadline:
-            tmp_files = list(out.glob(".ckpt_latest.safetensors.*.tmp"))
-            if (out / "ckpt_latest.safetensors").exists() and tmp_files:
+            # Look for the temporary file only once a complete checkpoint exists: one seen
+            # before that belongs to the first write, which may finish (and vanish) before
+            # the kill lands.
+            if (out / "ckpt_latest.safetensors").exists() and list(
+                out.glob(".ckpt_latest.safetensors.*.tmp")
+            ):
                 break
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
             time.sleep(0.05)
