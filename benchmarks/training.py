@@ -15,8 +15,8 @@ on a 2-core CPU.
 one oneDNN convolutions prefer; same numbers up to float rounding); ``threads1`` (one intra-op
 thread instead of all cores); ``compile`` (``torch.compile`` of the three networks, inductor
 backend; its compile time is excluded and printed, and a failure to compile is printed and
-skipped). ``--recipe starter`` uses the starter's last-phase losses (GAN and VGG off, hole L1
-and mask BCE on) instead of the full GAN step.
+skipped). ``--recipe starter`` uses the starter's last-phase losses (GAN and VGG off, hole L1,
+mask BCE and sketch edge on) instead of the full GAN step.
 """
 
 from __future__ import annotations
@@ -152,7 +152,12 @@ def main(argv=None) -> None:
                         )
             for amp in amps:
                 recipe = (
-                    {"lambda_gan": 0.0, "lambda_l1_hole": 5.0, "lambda_mask_bce": 1.0}
+                    {
+                        "lambda_gan": 0.0,
+                        "lambda_l1_hole": 5.0,
+                        "lambda_mask_bce": 1.0,
+                        "lambda_edge": 1.5,
+                    }
                     if args.recipe == "starter"
                     else {}
                 )

@@ -8,8 +8,9 @@ Three presets:
 
 - ``tiny``    a CPU run at 64 px with narrow networks (``cnum=16``): minutes, for notebooks
   and tests. Learns something, not a usable editor.
-- ``starter`` what the shipped ``sketchedit/assets/starter.safetensors`` was trained with
-  (a longer ``tiny``-sized run, mask estimator first, then everything jointly).
+- ``starter`` what the shipped ``sketchedit/assets/starter.safetensors`` started from
+  (a longer ``tiny``-sized run, mask estimator first, then everything jointly; the later
+  phases are ``--set`` overrides, listed in its model card).
 - ``paper``   the paper's architecture width (``cnum=48``) at 256 px for one GPU with bf16.
 
 Use :func:`get_config` from Python (``get_config("tiny", steps=20, out_dir="runs/x")``) and
@@ -215,7 +216,8 @@ PRESETS: dict[str, TrainConfig] = {
         out_dir="runs/starter",
         # The shipped model then ran three more phases, resumed with --set overrides (GAN off
         # from step 4001, hole L1 and Adam beta1 0.9 later, lower learning rates at the end;
-        # 19,500 steps in all): the exact commands are in the model card.
+        # 19,500 steps in all), and was fine-tuned on the photo pack with visible edits and the
+        # sketch-edge loss (phases 5-6, init_from): the exact commands are in the model card.
     ),
     "paper": TrainConfig(
         preset="paper",
