@@ -25,7 +25,7 @@ from sketchedit import evaluate as E
 from sketchedit.editor import SketchEditor
 from sketchedit.inference import run_sketchedit
 from sketchedit.plotting import show_grid
-from sketchedit.real_strokes import scripted_strokes
+from sketchedit.real_strokes import scripted_strokes, with_shorter_side
 from sketchedit.stream import photo_split
 
 
@@ -37,8 +37,7 @@ def _red_strokes(image: torch.Tensor, sketch: torch.Tensor) -> torch.Tensor:
 
 
 def synthetic_rows(result: dict, models: dict, k: int) -> tuple[list, list]:
-    first = next(iter(models.values()))
-    samples, _ = E.example_outputs(*first[:2], result, k)
+    samples = E.example_samples(result, k)
     x = torch.stack([s["input"] for s in samples])
     c = torch.stack([s["sketch"] for s in samples])
     runs = {}
@@ -58,20 +57,13 @@ def synthetic_rows(result: dict, models: dict, k: int) -> tuple[list, list]:
 
 
 def real_rows(paths: dict, n: int, size: int, split: str, seed: int) -> tuple[list, list]:
-    from PIL import Image
-
     photos = photo_split("pack", split)
     picks = [photos[int(i)] for i in np.linspace(0, len(photos) - 1, n).round()]
     editors = {name: SketchEditor.from_pretrained(path) for name, path in paths.items()}
     rng = np.random.default_rng(seed)
     images, titles = [], []
     for photo in picks:
-        img = photo.load()
-        scale = size / min(img.size)
-        img = img.resize(
-            (max(size, round(img.width * scale)), max(size, round(img.height * scale))),
-            Image.Resampling.LANCZOS,
-        )
+        img = with_shorter_side(photo.load(), size)
         strokes = scripted_strokes(img, rng)
         shown = np.asarray(img.convert("RGB")).copy()
         shown[strokes > 0] = (255, 0, 0)

@@ -395,15 +395,19 @@ def method_outputs(mask_estimator, generator, x, c, d, hull, hull_row="stroke-hu
 
 
 @torch.no_grad()
+def example_samples(result: dict, k: int) -> list[dict]:
+    """``k`` of the held-out samples an :func:`evaluate` ``result`` scored, spread evenly."""
+    samples = _samples(EvalData(**result["data"]), 1, result["n"], result["seed"])
+    return [samples[int(i)] for i in np.linspace(0, len(samples) - 1, min(k, len(samples)))]
+
+
 def example_outputs(mask_estimator, generator, result: dict, k: int) -> tuple[list, dict]:
     """``k`` held-out samples of an :func:`evaluate` ``result`` and every method's output.
 
     Returns ``(samples, {row: (k, 3, H, W) output})`` with the rows of the table that have an
     image (the generator-based methods and ``"input unchanged"``), for figures.
     """
-    data = EvalData(**result["data"])
-    samples = _samples(data, 1, result["n"], result["seed"])
-    samples = [samples[int(i)] for i in np.linspace(0, len(samples) - 1, min(k, len(samples)))]
+    samples = example_samples(result, k)
     x = torch.stack([s["input"] for s in samples])
     c = torch.stack([s["sketch"] for s in samples])
     d = torch.stack([s["changed"] for s in samples])

@@ -114,6 +114,15 @@ def locality(output, original, strokes: np.ndarray) -> float:
     return float((changed & strokes_region(strokes)).sum() / changed.sum())
 
 
+def with_shorter_side(img: Image.Image, size: int) -> Image.Image:
+    """``img`` resized (Lanczos) so that its shorter side is ``size`` px, aspect kept."""
+    scale = size / min(img.size)
+    return img.resize(
+        (max(size, round(img.width * scale)), max(size, round(img.height * scale))),
+        Image.Resampling.LANCZOS,
+    )
+
+
 def real_stroke_check(editor, photos, *, size: int, seed: int = 0, strategy: str = "auto"):
     """Edit each photo (resized so its shorter side is ``size`` px) with scripted strokes.
 
@@ -123,12 +132,7 @@ def real_stroke_check(editor, photos, *, size: int, seed: int = 0, strategy: str
     rng = np.random.default_rng(seed)
     out = {"model": {"adherence": [], "locality": []}, "unchanged": {"adherence": []}}
     for photo in photos:
-        img = photo.load() if hasattr(photo, "load") else photo
-        scale = size / min(img.size)
-        img = img.resize(
-            (max(size, round(img.width * scale)), max(size, round(img.height * scale))),
-            Image.Resampling.LANCZOS,
-        )
+        img = with_shorter_side(photo.load() if hasattr(photo, "load") else photo, size)
         strokes = scripted_strokes(img, rng)
         result = editor.edit(img, strokes, strategy=strategy)
         out["model"]["adherence"].append(stroke_adherence(result.image, strokes))
